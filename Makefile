@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test toolchain venv clean
 
 demo: venv toolchain
-	$(VENV)/bin/ollamads demo
+	OLLAMADS_DEV_TOOLCHAIN=1 $(VENV)/bin/ollamads demo
 
 test: venv toolchain
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

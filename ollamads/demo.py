@@ -16,11 +16,13 @@ from pathlib import Path
 
 import ollama
 
-from ollamads.families import get_family
-from ollamads.merge import merge
-from ollamads.modelfile import ModelDefinition
-from ollamads.register import register
-from ollamads.server import OllamaServe, ServerInfo, answers
+from ollamads.catalog.families import get_family
+from ollamads.gguf.merge import merge
+from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.register import register
+from ollamads.ollama.api import answers
+from ollamads.ollama.versions import ServerInfo
+from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_shards
 
 DEMO_MODEL = "ollamads-demo:tiny-v3.1"

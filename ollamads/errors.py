@@ -1,4 +1,4 @@
-"""The one exception type users see.
+"""Every error type ollamads raises, in one place.
 
 Library code raises :class:`OllamadsError` (or a subclass) with a one-line message saying what
 went wrong and a hint saying what to do; only the CLI entry point prints it and exits 1.
@@ -36,7 +36,7 @@ class OutputExistsError(OllamadsError):
 
 
 class ToolNotFoundError(OllamadsError):
-    """A needed external program (ollama, llama-gguf-split) is not installed."""
+    """A needed external program (ollama, llama-gguf-split, rpc-server) is not installed."""
 
 
 class InsufficientSpaceError(OllamadsError):
@@ -45,3 +45,35 @@ class InsufficientSpaceError(OllamadsError):
 
 class MergeToolError(OllamadsError):
     """llama-gguf-split exited with an error."""
+
+
+class HubError(OllamadsError):
+    """The Hub refused, lacks something, or cannot be reached."""
+
+
+class ChecksumError(HubError):
+    """A downloaded file does not match the sha256 the Hub lists for it."""
+
+
+class BusyError(OllamadsError):
+    """Another ollamads process is working on the same files."""
+
+
+class PlacementError(ServerError):
+    """A blob placed in the server's store was not accepted by the server."""
+
+
+__all__ = [
+    "BusyError",
+    "ChecksumError",
+    "GGUFFormatError",
+    "HubError",
+    "InsufficientSpaceError",
+    "MergeToolError",
+    "OllamadsError",
+    "OutputExistsError",
+    "PlacementError",
+    "ServerError",
+    "ShardSetError",
+    "ToolNotFoundError",
+]

@@ -45,6 +45,6 @@ def total_vram() -> int:
 
 
 def this_machine(download_dir: Path) -> Machine:
-    from ollamads.paths import disk_free
+    from ollamads.units import disk_free
 
     return Machine(total_ram(), total_vram(), disk_free(download_dir))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -44,19 +43,18 @@ def local_path(repo_id: str, repo_path: str) -> Path:
 
 
 def _safe_relative(name: str, *, what: str) -> PurePosixPath:
-    # Names come from the Hub's listing: never let one climb out of the models folder.
+    # Names come from the Hub's listing: never let one climb out of the models folder, and
+    # refuse what means something else on another OS (backslashes, drive letters) or to C (NUL).
     path = PurePosixPath(name)
-    if path.is_absolute() or not path.parts or any(part in ("", ".", "..") for part in path.parts):
+    if (
+        path.is_absolute()
+        or not path.parts
+        or any(part in ("", ".", "..") for part in path.parts)
+        or any(c in name for c in ("\\", "\0", ":"))
+        or any(ord(c) < 32 for c in name)
+    ):
         raise OllamadsError(f"refusing the {what} {name!r}", "it is not a plain relative path")
     return path
-
-
-def disk_free(path: Path) -> int:
-    """Free bytes on the filesystem that ``path`` is (or will be, once created) on."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -77,6 +75,6 @@ def write_record(path: Path, value: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "HOME_ENV", "disk_free", "local_path", "models_dir", "ollamads_home", "read_record",
+    "HOME_ENV", "local_path", "models_dir", "ollamads_home", "read_record",
     "repo_dir", "write_record",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ollamads._resources import templates_dir
-from ollamads.gguf import (
+from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
     KEY_SPLIT_TENSORS_COUNT,

@@ -1,7 +1,8 @@
-"""Locating the development toolchain that ``scripts/toolchain.sh`` builds.
+"""The development toolchain that ``scripts/toolchain.sh`` builds, as an opt-in fallback.
 
-The script caches real Ollama servers and llama.cpp tools outside the repository; the demo and
-the tests use them when nothing is installed system-wide.
+The script caches real Ollama servers and llama.cpp tools outside the repository. An installed
+ollamads never runs them by surprise: only with ``OLLAMADS_DEV_TOOLCHAIN=1`` (what ``make demo``
+sets) does :func:`~ollamads.ollama.serve.find_ollama` fall back to the newest one built there.
 """
 
 from __future__ import annotations
@@ -9,9 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ollamads.server import parse_version
+from ollamads.ollama.versions import parse_version
 
 TOOLCHAIN_ENV = "OLLAMADS_TOOLCHAIN_DIR"
+DEV_TOOLCHAIN_ENV = "OLLAMADS_DEV_TOOLCHAIN"
+
+
+def dev_toolchain_enabled() -> bool:
+    return os.environ.get(DEV_TOOLCHAIN_ENV, "") not in ("", "0")
 
 
 def toolchain_dir() -> Path:
@@ -30,15 +36,3 @@ def built_ollama_binaries() -> list[Path]:
         if os.access(path, os.X_OK)
     ]
     return sorted(found, key=lambda p: parse_version(p.parent.parent.name.removeprefix("ollama-")))
-
-
-def built_llama_cpp_tool(name: str) -> Path | None:
-    """A llama.cpp tool (``llama-gguf-split``...) from the cache, newest build first."""
-    explicit = os.environ.get("OLLAMADS_LLAMA_CPP_BIN")
-    dirs = [Path(explicit)] if explicit else []
-    dirs += sorted(toolchain_dir().glob("llama.cpp-*/bin"), reverse=True)
-    for directory in dirs:
-        path = directory / name
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    return None

@@ -4,42 +4,56 @@
 #
 #   $OLLAMADS_TOOLCHAIN_DIR (default ${XDG_CACHE_HOME:-~/.cache}/ollamads/toolchain)
 #     llama.cpp-<sdist version>/bin/  llama-gguf-split llama-server llama-quantize llama-cli
+#                                     ggml-rpc-server (llama.cpp built with its RPC backend)
 #     ollama-<version>/bin/ollama     plus lib/ollama/ (CPU backend or llama-server helpers)
+#     open-webui-<version>/           a venv with Open WebUI (browser tests, `ollamads webui`)
+#     playwright-core-<version>/      node_modules driving Debian's chromium (no browser download)
 #
 # Every component is built in a scratch directory and moved into place when complete, so a
 # finished directory means a finished build: a second run only checks and prints the paths.
 #
 #   scripts/toolchain.sh          build what is missing, then print the env file's path
 #   scripts/toolchain.sh --env    print `export ...` lines for the built tools
+#   scripts/toolchain.sh --no-webui   skip Open WebUI, chromium and playwright-core
 set -euo pipefail
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36     # its sdist vendors llama.cpp (commit 0c1e570, 2026-10-01)
-OLLAMA_OLD_LINE=v0.24.0             # last release that links llama.cpp in-process (needs merged GGUFs)
-OLLAMA_NEW_LINE=v0.32.15            # runs llama-server as a subprocess, accepts split GGUFs
+# The version pins live in one file that the package and the tests read too.
+# shellcheck source=../ollamads/pins.toml
+source "$(dirname "$0")/../ollamads/pins.toml"
 OLLAMA_MODULE=github.com/ollama/ollama
 
 CACHE=${OLLAMADS_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ollamads/toolchain}
 JOBS=${OLLAMADS_BUILD_JOBS:-$(nproc)}
-LLAMA_DIR=$CACHE/llama.cpp-$LLAMA_CPP_PYTHON_VERSION
+# The "-rpc" suffix marks builds with llama.cpp's RPC backend: caches made before it are rebuilt.
+LLAMA_DIR=$CACHE/llama.cpp-$LLAMA_CPP_PYTHON_VERSION-rpc
 OLD_DIR=$CACHE/ollama-$OLLAMA_OLD_LINE
-NEW_DIR=$CACHE/ollama-$OLLAMA_NEW_LINE
+NEW_DIR=$CACHE/ollama-$OLLAMA_NEW_LINE-rpc
+WEBUI_DIR=$CACHE/open-webui-$OPEN_WEBUI_VERSION
+PLAYWRIGHT_DIR=$CACHE/playwright-core-$PLAYWRIGHT_CORE_VERSION
 ENV_FILE=$CACHE/env.sh
 
 log() { printf '[toolchain %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-write_env() {
-  cat >"$ENV_FILE.tmp" <<EOF
+env_lines() {
+  cat <<EOF
 export OLLAMADS_LLAMA_CPP_BIN=$LLAMA_DIR/bin
 export OLLAMADS_GGUF_SPLIT=$LLAMA_DIR/bin/llama-gguf-split
 export OLLAMADS_OLLAMA_OLD=$OLD_DIR/bin/ollama
 export OLLAMADS_OLLAMA_NEW=$NEW_DIR/bin/ollama
+export OLLAMADS_RPC_SERVER=$LLAMA_DIR/bin/ggml-rpc-server
+export OLLAMADS_OPEN_WEBUI=$WEBUI_DIR/bin/open-webui
+export OLLAMADS_PLAYWRIGHT_CORE=$PLAYWRIGHT_DIR/node_modules/playwright-core
+export OLLAMADS_CHROMIUM=/usr/bin/chromium
 EOF
+}
+
+write_env() {
+  env_lines >"$ENV_FILE.tmp"
   mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
 
 if [[ ${1:-} == --env ]]; then
-  write_env
-  cat "$ENV_FILE"
+  env_lines
   exit 0
 fi
 
@@ -73,13 +87,15 @@ build_llama_cpp() {
   local src build=$CACHE/scratch/llama.cpp-build
   src=$(llama_cpp_source)
   log "building llama.cpp tools (CPU, static) from $src"
+  # GGML_RPC: llama-server gains --rpc (multi-host), and ggml-rpc-server is the worker.
   cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_CUDA=OFF \
-    -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DGGML_RPC=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF >&2
   cmake --build "$build" -j "$JOBS" \
-    --target llama-gguf-split llama-server llama-quantize llama-cli >&2
+    --target llama-gguf-split llama-server llama-quantize llama-cli ggml-rpc-server >&2
   rm -rf "$LLAMA_DIR.tmp" && mkdir -p "$LLAMA_DIR.tmp/bin"
-  cp "$build"/bin/llama-{gguf-split,server,quantize,cli} "$LLAMA_DIR.tmp/bin/"
+  cp "$build"/bin/{llama-gguf-split,llama-server,llama-quantize,llama-cli,ggml-rpc-server} \
+    "$LLAMA_DIR.tmp/bin/"
   rm -rf "$LLAMA_DIR" && mv "$LLAMA_DIR.tmp" "$LLAMA_DIR"
   log "llama.cpp tools ready in $LLAMA_DIR/bin"
 }
@@ -122,9 +138,46 @@ build_ollama_new_line() {
   log "Ollama $OLLAMA_NEW_LINE ready: $NEW_DIR/bin/ollama"
 }
 
+# Debian's chromium and chromedriver: the browser tests never download a browser.
+install_chromium() {
+  [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] && return
+  log "installing Debian's chromium and chromium-driver"
+  local sudo=
+  [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >&2
+}
+
+build_open_webui() {
+  [[ -x $WEBUI_DIR/bin/open-webui ]] && return
+  log "installing Open WebUI $OPEN_WEBUI_VERSION into its own venv"
+  rm -rf "$WEBUI_DIR.tmp"
+  python3 -m venv "$WEBUI_DIR.tmp"
+  "$WEBUI_DIR.tmp/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$WEBUI_DIR.tmp/bin/python" -m pip install --quiet "open-webui==$OPEN_WEBUI_VERSION" >&2
+  # A venv's scripts name their interpreter by absolute path: rewrite them for the final folder.
+  grep -rlI "$WEBUI_DIR.tmp" "$WEBUI_DIR.tmp/bin" | xargs sed -i "s|$WEBUI_DIR.tmp|$WEBUI_DIR|g"
+  rm -rf "$WEBUI_DIR" && mv "$WEBUI_DIR.tmp" "$WEBUI_DIR"
+  log "Open WebUI ready: $WEBUI_DIR/bin/open-webui"
+}
+
+build_playwright_core() {
+  [[ -d $PLAYWRIGHT_DIR/node_modules/playwright-core ]] && return
+  log "installing playwright-core $PLAYWRIGHT_CORE_VERSION (no browser download)"
+  rm -rf "$PLAYWRIGHT_DIR.tmp" && mkdir -p "$PLAYWRIGHT_DIR.tmp"
+  (cd "$PLAYWRIGHT_DIR.tmp" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+    npm install --silent --no-audit --no-fund "playwright-core@$PLAYWRIGHT_CORE_VERSION") >&2
+  rm -rf "$PLAYWRIGHT_DIR" && mv "$PLAYWRIGHT_DIR.tmp" "$PLAYWRIGHT_DIR"
+}
+
 build_llama_cpp
 build_ollama_old_line
 build_ollama_new_line
+if [[ ${1:-} != --no-webui ]]; then
+  install_chromium
+  build_open_webui
+  build_playwright_core
+fi
 write_env
 rm -rf "$CACHE/scratch"
 log "toolchain ready; source $ENV_FILE"

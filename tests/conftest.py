@@ -7,45 +7,23 @@ The server log is attached to the report of every failing test that used the ser
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from ollamads.server import OllamaServe
-from ollamads.toolchain import built_llama_cpp_tool, toolchain_dir
+from ollamads.ollama.serve import OllamaServe
+from tests.support.toolchain import executable, llama_cpp_tool, missing_component  # noqa: F401
 
 #: The two lines the toolchain builds: one that needs merged files, one that takes shards.
 OLLAMA_LINES = {
-    "merged": ("OLLAMADS_OLLAMA_OLD", "ollama-v0.24.0"),
-    "split": ("OLLAMADS_OLLAMA_NEW", "ollama-v0.32.15"),
+    "merged": ("OLLAMADS_OLLAMA_OLD", "Ollama (the <= v0.24 line)"),
+    "split": ("OLLAMADS_OLLAMA_NEW", "Ollama (the >= v0.30 line)"),
 }
-BUILD_HINT = "build it with scripts/toolchain.sh"
-
-
-def missing_component(what: str) -> None:
-    """A real component is absent: fail in CI, skip elsewhere."""
-    message = f"{what} is not built ({BUILD_HINT})"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def ollama_binary(line: str) -> str:
-    env_name, dirname = OLLAMA_LINES[line]
-    path = os.environ.get(env_name) or str(toolchain_dir() / dirname / "bin" / "ollama")
-    if not os.access(path, os.X_OK):
-        missing_component(f"Ollama ({dirname}) at {path}")
-    return path
-
-
-def llama_cpp_tool(name: str) -> Path:
-    path = built_llama_cpp_tool(name)
-    if path is None:
-        missing_component(f"llama.cpp's {name}")
-    assert path is not None
-    return path
+    variable, what = OLLAMA_LINES[line]
+    return str(executable(variable, what))
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ollamads.catalog import (
+from ollamads.catalog.entries import (
     CATALOG_PATH,
     CatalogEntry,
     load_catalog,
@@ -15,7 +15,7 @@ from ollamads.catalog import (
     resolve,
 )
 from ollamads.errors import OllamadsError
-from ollamads.families import FAMILIES
+from ollamads.catalog.families import FAMILIES
 
 # Copied from shared/notes/deepseek-facts.md: (MoE bits, published GB). Drift in either fails.
 FACTS = {

@@ -6,8 +6,8 @@ import pytest
 
 from ollamads._resources import modelfiles_dir
 from ollamads.catalog import load_catalog
-from ollamads.catalog_modelfiles import render_all, stale
-from tests._cli import run_cli
+from ollamads.catalog.rendered import render_all, stale
+from tests.support.cli import run_cli
 from ollamads.hardware import total_ram
 
 

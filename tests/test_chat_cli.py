@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ollamads.server import OllamaServe
+from ollamads.ollama.serve import OllamaServe
 
 from tests.test_client import server  # noqa: F401  (the real server with the tiny models registered)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._cli import run_cli
-from ollamads.server import free_port
+from tests.support.cli import run_cli
+from ollamads.ollama.serve import free_port
 from ollamads.tiny import write_tiny_shards
 
 
@@ -95,10 +95,13 @@ def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "would write" in stdout and "builtin" in stdout
 
 
-def test_unknown_merge_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_merge_method_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shards = write_tiny_shards(tmp_path, "v3", n_shards=2)
     code, _, err = run(capsys, "merge", str(shards[0]), str(tmp_path / "o.gguf"), "--method", "cat")
-    assert code == 1 and "unknown merge method" in err
+    assert code == 2
+    assert "Invalid value for '--method'" in err
+    assert "'cat' is not one of 'auto', 'builtin', 'llama-gguf-split'" in err
+    assert "Usage: ollamads merge" in err and not (tmp_path / "o.gguf").exists()
 
 
 def test_register_with_server_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,14 +118,35 @@ def test_register_bad_parameter(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 1 and "NAME=VALUE" in err
 
 
-def test_usage_error_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "merge")
-    assert code == 1 and err.count("\n") == 1 and err.startswith("Error: ")
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["merge"], "Missing argument 'first_shard'"),
+        (["merge", "a.gguf", "--bogus"], "No such option: --bogus"),
+        (["register", "m:t", "a.gguf", "--template-mode", "jinja"], "'jinja' is not one of 'renderer', 'template'"),
+        (["register", "m:t", "a.gguf", "--family", "r2"], "'r2' is not one of 'v3.1', 'r1', 'v3'"),
+        (["create", "r1:IQ1_S", "--connections", "0"], "greater than or equal to 1"),
+        (["pull", "r1:IQ1_S", "--connections", "many"], "should be a valid integer"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_exit_2_with_the_usage_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2, err
+    assert says in err and "Usage: ollamads" in err
+    assert "unexpected" not in err and "OLLAMADS_DEBUG" not in err and out == ""
+
+
+def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "merge", "--help")
+    assert code == 0 and "auto" in out and "llama-gguf-split" in out and "builtin" in out
 
 
 def test_merge_fix_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ollamads.fix_template import fixed_template_for, rewrite_chat_template
-    from ollamads.gguf import KEY_CHAT_TEMPLATE, read_gguf
+    from ollamads.gguf.retemplate import fixed_template_for, rewrite_chat_template
+    from ollamads.gguf.format import KEY_CHAT_TEMPLATE, read_gguf
 
     shards = write_tiny_shards(tmp_path / "in", "v3.1", n_shards=3)
     rewrite_chat_template(shards[0], shards[0], "{{ messages }}", force=True)

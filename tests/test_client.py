@@ -14,7 +14,7 @@ import ollama
 import pytest
 import requests
 
-from ollamads.client import (
+from ollamads.chat import (
     Answer,
     ContentDelta,
     DeepSeekClient,
@@ -30,10 +30,11 @@ from ollamads.client import (
     plan_think,
 )
 from ollamads.errors import OllamadsError, ServerError
-from ollamads.families import ASSISTANT, FAMILIES, get_family
-from ollamads.modelfile import ModelDefinition, go_template
-from ollamads.register import register
-from ollamads.server import OllamaServe, ServerInfo
+from ollamads.catalog.families import ASSISTANT, FAMILIES, get_family
+from ollamads.ollama.modelfile import ModelDefinition, go_template
+from ollamads.ollama.register import register
+from ollamads.ollama.versions import ServerInfo
+from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_model
 
 #: Random weights rarely stop: bound the answer; a seed makes it repeatable.

@@ -55,12 +55,13 @@ from typing import Any
 import pytest
 import requests
 
-from ollamads.families import BOS, get_family
-from ollamads.merge import merge
-from ollamads.modelfile import ModelDefinition, go_template
-from ollamads.reference import go_json, render_reference, to_hf_messages
-from ollamads.register import register
-from ollamads.server import OllamaServe, ServerInfo
+from ollamads.catalog.families import BOS, get_family
+from ollamads.gguf.merge import merge
+from ollamads.ollama.modelfile import ModelDefinition, go_template
+from tests.support.reference import go_json, render_reference, to_hf_messages
+from ollamads.ollama.register import register
+from ollamads.ollama.versions import ServerInfo
+from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_shards
 
 from tests.conftest import ollama_binary

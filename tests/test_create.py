@@ -12,12 +12,12 @@ import pytest
 import requests
 
 from ollamads.catalog import CatalogEntry, resolve
-from ollamads.create import create, plan_create
+from ollamads.pipeline import create, plan_create
 from ollamads.errors import InsufficientSpaceError
-from ollamads.server import OllamaServe
+from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 
-from hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}

@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from ollamads.demo import DEMO_MODEL, run_demo
-from ollamads.families import get_family
-from ollamads.modelfile import go_template
-from ollamads.server import OllamaServe
+from ollamads.catalog.families import get_family
+from ollamads.ollama.modelfile import go_template
+from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_shards
 
 from tests.conftest import ollama_binary

@@ -8,10 +8,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from _llama_tools import LFS_POINTER, model_kv, model_tensors, write_model
+from tests.support.llama_tools import LFS_POINTER, model_kv, model_tensors, write_model
 
 from ollamads.errors import GGUFFormatError
-from ollamads.gguf import (
+from ollamads.gguf.format import (
     GGML_QUANT_SIZES,
     GGUF_MAGIC,
     KEY_ALIGNMENT,

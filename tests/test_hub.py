@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 import typer
-from hubstub import HubStub, git_blob_sha1, repo_from_dir, sha256_hex
-from hubstub import hub  # noqa: F401 - a fixture
+from tests.support.hubstub import HubStub, git_blob_sha1, repo_from_dir, sha256_hex
+from tests.support.hubstub import hub  # noqa: F401 - a fixture
 from typer.testing import CliRunner
 
-from ollamads import hub as hub_mod
 from ollamads.catalog import resolve
 from ollamads.cli.hub_commands import register
-from ollamads.errors import InsufficientSpaceError
-from ollamads.hub import ChecksumError, HubError, plan_pull, pull
+from ollamads.errors import BusyError, ChecksumError, HubError, InsufficientSpaceError, OllamadsError
+from ollamads.hub import records, transfer
+from ollamads.hub.records import part_have
 from ollamads.paths import local_path, models_dir, ollamads_home, repo_dir
+from ollamads.pipeline import plan_quant_pull as plan_pull
+from ollamads.pipeline import pull_quant as pull
+from ollamads.progress import ProgressEvent
 from ollamads.tiny import write_tiny_shards
 
 TERMINUS = "unsloth/DeepSeek-V3.1-Terminus-GGUF"
@@ -52,7 +55,21 @@ def terminus_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_mod, "RETRY_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(transfer, "RETRY_BACKOFF_S", (0.0,))
+
+
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges of 16 KiB, so the tiny files are cut into many."""
+    monkeypatch.setattr(transfer, "MIN_CHUNK", 16 << 10)
+
+
+def whole(path: str, files: dict[str, bytes]) -> str:
+    return f"bytes=0-{len(files[path]) - 1}"
+
+
+def rest(path: str, files: dict[str, bytes], start: int) -> str:
+    return f"bytes={start}-{len(files[path]) - 1}"
 
 
 def local(path: str, repo: str = TERMINUS) -> Path:
@@ -116,17 +133,22 @@ def test_dry_run_lists_files_bytes_and_disk_and_writes_nothing(
 def test_too_little_disk_is_refused_before_writing(
     hub: Hub, terminus_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import ollamads.hub
+    import ollamads.units
+
     stub = hub({TERMINUS: terminus_files})
-    monkeypatch.setattr(hub_mod, "_disk_free", lambda directory: 100_000)
+    monkeypatch.setattr(ollamads.hub, "disk_free", lambda directory: 100_000)
+    monkeypatch.setattr(ollamads.units, "disk_free", lambda directory: 100_000)
     entry = resolve("v3.1-terminus:Q2_K_XL")
     assert not pull(entry, dry_run=True).plan.fits
     with pytest.raises(InsufficientSpaceError) as err:
         pull(entry)
-    need = sum(len(terminus_files[p]) for p in Q2) / 1e9
+    need = sum(len(terminus_files[p]) for p in Q2) / 1e3
     assert err.value.message.startswith(
-        "not enough disk space for deepseek-v3.1-terminus:Q2_K_XL: "
-        f"{need:.1f} GB to download, 0.0 GB free in"
+        "not enough disk for deepseek-v3.1-terminus:Q2_K_XL: "
+        f"download {need:.1f} kB in {repo_dir(TERMINUS)} = {need:.1f} kB needed on "
     )
+    assert err.value.message.endswith(", 100.0 kB free")
     assert "OLLAMADS_HOME" in err.value.hint
     assert not models_dir().exists() and stub.bytes_served() == 0
 
@@ -140,14 +162,20 @@ def test_pull_downloads_and_verifies(
 ) -> None:
     stub = hub({TERMINUS: terminus_files}, redirect=redirect)
     seen: dict[str, tuple[int, int]] = {}
-    result = pull(
-        resolve("v3.1-terminus:Q2_K_XL"), progress=lambda p, d, t: seen.__setitem__(p, (d, t))
-    )
+    states: dict[str, list[str]] = {}
+
+    def progress(event: ProgressEvent) -> None:
+        assert event.phase == "download"
+        seen[event.item] = (event.done, event.total)
+        states.setdefault(event.item, []).append(event.state)
+
+    result = pull(resolve("v3.1-terminus:Q2_K_XL"), progress=progress)
     assert result.paths == tuple(local(p) for p in Q2)
     for path in Q2:
         assert local(path).read_bytes() == terminus_files[path]
         assert not part_of(path).exists()
         assert seen[path] == (len(terminus_files[path]), len(terminus_files[path]))
+        assert states[path][0] == "queued" and states[path][-1] == "done"
     total = sum(len(terminus_files[p]) for p in Q2)
     assert result.bytes_downloaded == stub.bytes_served() == total
     assert result.files_downloaded == tuple(Q2)
@@ -182,13 +210,13 @@ def test_verified_files_are_not_rehashed_until_they_change(
     entry = resolve("v3.1-terminus:Q2_K_XL")
     pull(entry)
     hashed: list[tuple[str, str]] = []
-    real = hub_mod._hash_into
+    real = records.hash_into
 
-    def counting(hasher: object, path: Path, limit: int | None = None) -> int:
+    def counting(hasher: object, path: Path, start: int = 0, end: int | None = None) -> int:
         hashed.append((path.name, threading.current_thread().name))
-        return real(hasher, path, limit)
+        return real(hasher, path, start, end)
 
-    monkeypatch.setattr(hub_mod, "_hash_into", counting)
+    monkeypatch.setattr(records, "hash_into", counting)
     assert {f.state for f in plan_pull(entry).files} == {"verified"}
     assert hashed == []
     stat = local(Q2[1]).stat()
@@ -209,7 +237,7 @@ def test_connection_dropped_mid_file_resumes_in_the_same_run(
     stub = hub({TERMINUS: terminus_files})
     stub.die_after(TERMINUS, TQ1, 30_000)
     pull(resolve("v3.1-terminus:TQ1_0"))
-    assert stub.ranges(TQ1) == [None, "bytes=30000-"]
+    assert stub.ranges(TQ1) == [whole(TQ1, terminus_files), rest(TQ1, terminus_files, 30_000)]
     assert stub.bytes_served(TERMINUS, TQ1) == len(terminus_files[TQ1])  # no byte sent twice
     assert local(TQ1).read_bytes() == terminus_files[TQ1]
 
@@ -223,18 +251,20 @@ def test_interrupted_pull_resumes_in_the_next_run(
     entry = resolve("v3.1-terminus:TQ1_0")
     with pytest.raises(HubError) as err:
         pull(entry)
-    assert err.value.message.startswith(
-        f"the download broke off while fetching {TQ1} (0.00 of 0.00 GB kept in {TQ1}.part)"
+    assert err.value.message == (
+        f"{TQ1}: the connection broke off, 1 retries brought no new bytes "
+        f"(0.00 of 0.00 GB kept in {TQ1}.part)"
     )
     assert "re-run the same command: it resumes" in err.value.hint
-    assert part_of(TQ1).stat().st_size == 30_000 and not local(TQ1).exists()
+    assert part_have(TERMINUS, plan_pull(entry).files[0].remote, part_of(TQ1)) == 30_000
+    assert not local(TQ1).exists()
     plan = plan_pull(entry)
     assert (plan.files[0].state, plan.bytes_partial) == ("partial", 30_000)
     assert plan.bytes_to_download == len(terminus_files[TQ1]) - 30_000
 
     stub.reset_counters()
     result = pull(entry)
-    assert stub.ranges(TQ1) == ["bytes=30000-"]
+    assert stub.ranges(TQ1) == [rest(TQ1, terminus_files, 30_000)]
     assert (
         stub.bytes_served(TERMINUS, TQ1)
         == result.bytes_downloaded
@@ -247,16 +277,17 @@ def test_killed_process_resumes(hub: Hub, terminus_files: dict[str, bytes]) -> N
     stub = hub({TERMINUS: terminus_files})
     stall = stub.stall_after(TERMINUS, TQ1, 40_000)
     code = (
-        "from ollamads.catalog import resolve; from ollamads.hub import pull; "
-        "pull(resolve('v3.1-terminus:TQ1_0'))"
+        "from ollamads.catalog import resolve; from ollamads.pipeline import pull_quant; "
+        "pull_quant(resolve('v3.1-terminus:TQ1_0'))"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=dict(os.environ), stderr=subprocess.PIPE
     )
+    remote = plan_pull(resolve("v3.1-terminus:TQ1_0")).files[0].remote
     try:
         assert stall.reached.wait(60), "the child never started the download"
         deadline = time.monotonic() + 30
-        while not (part_of(TQ1).exists() and part_of(TQ1).stat().st_size == 40_000):
+        while part_have(TERMINUS, remote, part_of(TQ1)) != 40_000:
             assert time.monotonic() < deadline, "the .part never reached the bytes sent"
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
@@ -271,24 +302,31 @@ def test_killed_process_resumes(hub: Hub, terminus_files: dict[str, bytes]) -> N
 
     stub.reset_counters()
     pull(resolve("v3.1-terminus:TQ1_0"))
-    assert stub.ranges(TQ1) == ["bytes=40000-"]
+    assert stub.ranges(TQ1) == [rest(TQ1, terminus_files, 40_000)]
     assert stub.bytes_served(TERMINUS, TQ1) == len(terminus_files[TQ1]) - 40_000
     assert local(TQ1).read_bytes() == terminus_files[TQ1]
 
 
-def test_server_ignoring_range_restarts_the_file(
+def test_server_ignoring_range_is_refused_and_its_bytes_unused(
     hub: Hub, terminus_files: dict[str, bytes], fast_retries: None
 ) -> None:
     stub = hub({TERMINUS: terminus_files})
     stub.die_after(TERMINUS, TQ1, 30_000)
     stub.die_after(TERMINUS, TQ1, 0)
+    entry = resolve("v3.1-terminus:TQ1_0")
     with pytest.raises(HubError):
-        pull(resolve("v3.1-terminus:TQ1_0"))
+        pull(entry)
     stub.ignore_range = True
+    with pytest.raises(HubError) as err:
+        pull(entry)
+    assert err.value.message == (
+        f"the Hub answered a Range request for {TQ1} with the whole file (200); none of it was used"
+    )
+    assert plan_pull(entry).files[0].have == 30_000  # the 200's body was not written
+    stub.ignore_range = False
     stub.reset_counters()
-    pull(resolve("v3.1-terminus:TQ1_0"))
-    assert stub.ranges(TQ1) == ["bytes=30000-"]
-    assert stub.bytes_served(TERMINUS, TQ1) == len(terminus_files[TQ1])
+    pull(entry)
+    assert stub.ranges(TQ1) == [rest(TQ1, terminus_files, 30_000)]
     assert local(TQ1).read_bytes() == terminus_files[TQ1]
 
 
@@ -304,7 +342,7 @@ def test_part_of_an_older_upload_is_not_resumed(
     stub.set_file(TERMINUS, TQ1, new)
     stub.reset_counters()
     pull(resolve("v3.1-terminus:TQ1_0"))
-    assert stub.ranges(TQ1) == [None]
+    assert stub.ranges(TQ1) == [f"bytes=0-{len(new) - 1}"]
     assert local(TQ1).read_bytes() == new
 
 
@@ -465,7 +503,7 @@ def test_file_gone_between_listing_and_download(hub: Hub, terminus_files: dict[s
 
 
 def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollamads.server import free_port
+    from ollamads.ollama.serve import free_port
 
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     endpoint = f"http://127.0.0.1:{free_port()}"
@@ -484,9 +522,13 @@ def test_one_pull_at_a_time_per_repo(hub: Hub, terminus_files: dict[str, bytes])
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(HubError) as err:
+        held.write("4242")
+        held.flush()
+        with pytest.raises(BusyError) as err:
             pull(resolve("v3.1-terminus:TQ1_0"))
-    assert err.value.message == f"another ollamads pull is writing {repo_dir(TERMINUS)}"
+    assert err.value.message == (
+        f"another ollamads process (pid 4242) is downloading into {repo_dir(TERMINUS)}"
+    )
     pull(resolve("v3.1-terminus:TQ1_0"))  # free again once the other one ends
 
 
@@ -507,7 +549,9 @@ def test_home_from_env_then_xdg_then_default(
     assert ollamads_home() == tmp_path / "home" / ".local" / "share" / "ollamads"
 
 
-@pytest.mark.parametrize("bad", ["../escape.gguf", "/etc/passwd", "a/../../b", ""])
+@pytest.mark.parametrize(
+    "bad", ["../escape.gguf", "/etc/passwd", "a/../../b", "", "a\\..\\b.gguf", "a\0b.gguf", "C:x.gguf"]
+)
 def test_paths_from_the_hub_cannot_escape(bad: str) -> None:
     with pytest.raises(Exception) as err:
         local_path(TERMINUS, bad)
@@ -558,3 +602,221 @@ def test_cli_pull_unknown_model_is_an_ollamads_error() -> None:
     result = CliRunner().invoke(_cli(), ["pull", "v3.2:TQ1_0"])
     assert result.exit_code != 0
     assert "did you mean" in str(result.exception)
+
+
+# --- parallel ranges --------------------------------------------------------------------------
+
+
+def test_ranges_of_one_file_are_fetched_in_parallel(
+    hub: Hub, terminus_files: dict[str, bytes], small_ranges: None
+) -> None:
+    stub = hub({TERMINUS: terminus_files}, redirect=True)
+    stub.rate = 2_000_000  # slow enough that the ranges overlap in time
+    result = pull(resolve("v3.1-terminus:TQ1_0"), connections=8)
+    size = len(terminus_files[TQ1])
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+    assert stub.max_in_flight > 1
+    ranges = [r for r in stub.ranges(TQ1) if r]
+    spans = sorted(tuple(map(int, r.removeprefix("bytes=").split("-"))) for r in set(ranges))
+    assert spans[0][0] == 0 and spans[-1][1] == size - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:]))  # they tile the file
+    assert len(spans) > 8
+    assert stub.bytes_served(TERMINUS, TQ1) == result.bytes_downloaded == size
+
+
+def test_files_are_fetched_in_parallel_too(
+    hub: Hub, terminus_files: dict[str, bytes]
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    stub.rate = 1_000_000
+    pull(resolve("v3.1-terminus:Q2_K_XL"), connections=4)
+    assert stub.max_in_flight == 3  # one range per shard, all three at once
+    for path in Q2:
+        assert local(path).read_bytes() == terminus_files[path]
+
+
+def test_a_killed_parallel_pull_resumes_every_range_to_the_byte(
+    hub: Hub, terminus_files: dict[str, bytes], tmp_path: Path
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    stub.rate = 400_000
+    size = len(terminus_files[TQ1])
+    code = (
+        "from ollamads.hub import transfer; transfer.MIN_CHUNK = 16 << 10\n"
+        "from ollamads.catalog import resolve; from ollamads.pipeline import pull_quant\n"
+        "pull_quant(resolve('v3.1-terminus:TQ1_0'), connections=4)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    remote = plan_pull(resolve("v3.1-terminus:TQ1_0")).files[0].remote
+    deadline = time.monotonic() + 60
+    while part_have(TERMINUS, remote, part_of(TQ1)) < size // 3:
+        assert time.monotonic() < deadline and child.poll() is None, "the child made no progress"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait(30)
+    kept = part_have(TERMINUS, remote, part_of(TQ1))
+    assert 0 < kept < size and not local(TQ1).exists()
+    first_run = stub.bytes_served(TERMINUS, TQ1)
+
+    stub.reset_counters()
+    stub.rate = None
+    result = pull(resolve("v3.1-terminus:TQ1_0"), connections=4)
+    # Every range continued from the byte its table recorded: nothing the first run kept was
+    # sent again, and the file is whole and verified.
+    assert stub.bytes_served(TERMINUS, TQ1) == result.bytes_downloaded == size - kept
+    assert first_run >= kept
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+    assert not part_of(TQ1).exists()
+    assert not list((repo_dir(TERMINUS) / ".ollamads").rglob("*.part*"))
+
+
+def test_a_wrong_content_range_is_refused_and_its_bytes_unused(
+    hub: Hub, terminus_files: dict[str, bytes]
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    stub.wrong_range = True
+    entry = resolve("v3.1-terminus:TQ1_0")
+    with pytest.raises(HubError) as err:
+        pull(entry)
+    assert err.value.message.startswith(f"the Hub sent the wrong byte range for {TQ1}")
+    assert err.value.message.endswith("none of it was used")
+    assert plan_pull(entry).files[0].have == 0
+    stub.wrong_range = False
+    pull(entry)
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+
+
+def test_a_file_changed_under_its_commit_is_refused(
+    hub: Hub, terminus_files: dict[str, bytes]
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    entry = resolve("v3.1-terminus:TQ1_0")
+    plan_pull(entry)  # the listing as it was
+    original = terminus_files[TQ1]
+    stub.replace_in_place(TERMINUS, TQ1, original[::-1])
+    with pytest.raises(HubError) as err:
+        # The plan from before the change still holds the old sha256: the Hub's redirect headers
+        # name the new one, and nothing is written.
+        from ollamads.hub import pull as pull_plan
+        pull_plan(plan_pull_fixed(entry, original))
+    assert err.value.message.startswith(f"{TQ1} changed on the Hub since the listing (sha256 ")
+    assert "re-run" in err.value.hint
+    assert not local(TQ1).exists()
+
+
+def plan_pull_fixed(entry: object, data: bytes) -> object:
+    """A plan whose listing says ``data``, whatever the Hub says now."""
+    from dataclasses import replace
+
+    plan = plan_pull(entry)  # type: ignore[arg-type]
+    file = plan.files[0]
+    remote = replace(file.remote, sha256=sha256_hex(data), size=len(data))
+    return replace(plan, files=(replace(file, remote=remote),))
+
+
+def test_an_expired_cdn_url_gets_a_fresh_redirect(
+    hub: Hub, terminus_files: dict[str, bytes], fast_retries: None
+) -> None:
+    stub = hub({TERMINUS: terminus_files}, redirect=True)
+    stub.die_after(TERMINUS, TQ1, 30_000)
+    original_die = stub.take_death
+
+    def expire_after_the_cut(repo: str, path: str) -> int | None:
+        cut = original_die(repo, path)
+        if cut is not None:
+            stub.expire_cdn_urls()  # the URL this GET came from is dead for the retry
+        return cut
+
+    stub.take_death = expire_after_the_cut  # type: ignore[method-assign]
+    pull(resolve("v3.1-terminus:TQ1_0"))
+    cdn = [(r.path.split("/")[2], r.status) for r in stub.downloads(TQ1) if r.path.startswith("/cdn/")]
+    assert cdn == [("0", 206), ("0", 403), ("1", 206)]
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+
+
+def test_a_dead_cdn_url_is_replaced_through_the_hub(
+    hub: Hub, terminus_files: dict[str, bytes], fast_retries: None, small_ranges: None
+) -> None:
+    stub = hub({TERMINUS: terminus_files}, redirect=True)
+    pull(resolve("v3.1-terminus:Q2_K_XL"), connections=1)  # warms nothing: a fresh pull follows
+    stub.reset_counters()
+    for path in Q2:
+        local(path).unlink()
+    stub.expire_cdn_urls()
+    pull(resolve("v3.1-terminus:Q2_K_XL"), connections=2)
+    assert not [r for r in stub.downloads() if r.status == 403]  # new URLs from the Hub each time
+    for path in Q2:
+        assert local(path).read_bytes() == terminus_files[path]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("retry_after", [None, "0"])
+def test_busy_answers_are_retried(
+    hub: Hub, terminus_files: dict[str, bytes], fast_retries: None, status: int, retry_after: str | None
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    stub.fail_next(status, 1, headers=headers)
+    pull(resolve("v3.1-terminus:TQ1_0"))
+    assert [r.status for r in stub.downloads(TQ1)] == [status, 206]
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+
+
+def test_retry_after_is_honoured(
+    hub: Hub, terminus_files: dict[str, bytes], fast_retries: None
+) -> None:
+    stub = hub({TERMINUS: terminus_files})
+    stub.fail_next(503, 1, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    pull(resolve("v3.1-terminus:TQ1_0"))
+    assert time.monotonic() - started >= 1.0
+
+
+def test_a_hub_that_keeps_failing_gives_up_naming_the_file(
+    hub: Hub, terminus_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "RETRY_BACKOFF_S", (0.0, 0.0))
+    stub = hub({TERMINUS: terminus_files})
+    stub.fail_next(503, 10)
+    with pytest.raises(HubError) as err:
+        pull(resolve("v3.1-terminus:TQ1_0"))
+    assert err.value.message.startswith(f"{TQ1}: the Hub answered 503, 2 retries brought no new bytes")
+    assert len(stub.downloads(TQ1)) == 3
+
+
+@pytest.mark.parametrize("mode", ["prefix", "after"])
+def test_both_hash_modes_verify(
+    hub: Hub, terminus_files: dict[str, bytes], small_ranges: None, mode: str
+) -> None:
+    from ollamads.hub import pull as pull_plan
+
+    stub = hub({TERMINUS: terminus_files})
+    stub.corrupt(TERMINUS, TQ1)
+    with pytest.raises(ChecksumError):
+        pull_plan(plan_pull(resolve("v3.1-terminus:TQ1_0")), hash_mode=mode, connections=4)  # type: ignore[arg-type]
+    stub.heal(TERMINUS, TQ1)
+    pull_plan(plan_pull(resolve("v3.1-terminus:TQ1_0")), hash_mode=mode, connections=4)  # type: ignore[arg-type]
+    assert local(TQ1).read_bytes() == terminus_files[TQ1]
+
+
+@pytest.mark.parametrize("value", ["0", "65", "many"])
+def test_bad_connection_counts(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("OLLAMADS_CONNECTIONS", value)
+    with pytest.raises(OllamadsError) as err:
+        transfer.connection_count()
+    assert err.value.message == f"bad number of connections {value!r}"
+
+
+def test_connection_count_from_option_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMADS_CONNECTIONS", raising=False)
+    assert transfer.connection_count() == transfer.DEFAULT_CONNECTIONS
+    monkeypatch.setenv("OLLAMADS_CONNECTIONS", "3")
+    assert transfer.connection_count() == 3
+    assert transfer.connection_count(5) == 5
+
+
+def test_chunk_sizes() -> None:
+    mib = 1 << 20
+    assert transfer.chunk_size_for(288 * mib, 16) == 8 * mib
+    assert transfer.chunk_size_for(170 * 10**9, 16) == 64 * mib
+    assert transfer.chunk_size_for(2 * 2**30, 16) == 32 * mib  # 2 GiB in 64 ranges

@@ -13,7 +13,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from _llama_tools import (
+from tests.support.llama_tools import (
     model_kv,
     model_tensors,
     require_gguf_split,
@@ -22,25 +22,24 @@ from _llama_tools import (
     write_split_set,
 )
 
-from ollamads import merge as merge_mod
-from ollamads.errors import GGUFFormatError, OutputExistsError, ShardSetError, ToolNotFoundError
-from ollamads.gguf import (
+from ollamads.gguf import merge as merge_mod
+from ollamads.errors import GGUFFormatError, OllamadsError, OutputExistsError, ShardSetError, ToolNotFoundError
+from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
     KEY_SPLIT_TENSORS_COUNT,
     GGUFValueType,
     read_gguf,
 )
-from ollamads.merge import (
-    InsufficientSpaceError,
-    MergeToolError,
+from ollamads.errors import InsufficientSpaceError, MergeToolError
+from ollamads.gguf.merge import (
     find_llama_gguf_split,
     merge,
     merge_builtin,
     merge_plan,
     merge_with_llama_gguf_split,
 )
-from ollamads.shards import open_shard_set, shard_name
+from ollamads.gguf.shards import open_shard_set, shard_name
 
 PREFIX = "DeepSeek-V3.1-UD-TQ1_0"
 
@@ -107,12 +106,12 @@ def test_alignment_key_is_applied_unlike_llama_gguf_split(tmp_path: Path) -> Non
     assert [t.data.tobytes() for t in theirs.tensors] == [t[3] for t in model_tensors()]
 
 
-def test_progress_reports_tensor_bytes(shards: list[Path], tmp_path: Path) -> None:
+def test_progress_reports_bytes_written(shards: list[Path], tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
-    merge_builtin(
+    out = merge_builtin(
         open_shard_set(shards[0]), tmp_path / "out.gguf", progress=lambda d, t: calls.append((d, t))
     )
-    total = sum(len(t[3]) for t in model_tensors())
+    total = out.stat().st_size
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
@@ -167,7 +166,7 @@ def test_output_must_not_be_a_shard(shards: list[Path]) -> None:
 
 
 def test_missing_output_directory(shards: list[Path], tmp_path: Path) -> None:
-    with pytest.raises(merge_mod.OllamadsError, match="does not exist"):
+    with pytest.raises(OllamadsError, match="does not exist"):
         merge(shards[0], tmp_path / "nope" / "out.gguf")
 
 
@@ -175,16 +174,18 @@ def test_missing_output_directory(shards: list[Path], tmp_path: Path) -> None:
 def test_nothing_left_behind_after_failure(
     shards: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
 ) -> None:
-    real_copy = merge_mod._Copier.copy
+    from ollamads.fileio import Copier
+
+    real_copy = Copier.copy
     calls = []
 
-    def failing_copy(self: merge_mod._Copier, *args: object) -> None:
+    def failing_copy(self: Copier, *args: object) -> None:
         calls.append(args)
         if len(calls) == 3:
             raise exc
-        real_copy(self, *args)
+        real_copy(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(merge_mod._Copier, "copy", failing_copy)
+    monkeypatch.setattr(Copier, "copy", failing_copy)
     before = _files(tmp_path)
     with pytest.raises(type(exc)):
         merge(shards[0], tmp_path / "out.gguf")
@@ -201,11 +202,15 @@ def test_nothing_written_for_an_invalid_set(shards: list[Path], tmp_path: Path) 
 def test_not_enough_disk_space(
     shards: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(merge_mod.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+    import ollamads.units
+
+    monkeypatch.setattr(ollamads.units, "disk_free", lambda _: 1000)
+    monkeypatch.setattr(merge_mod, "disk_free", lambda _: 1000)
     with pytest.raises(InsufficientSpaceError) as info:
         merge(shards[0], tmp_path / "out.gguf")
-    assert "GB free" in info.value.message and info.value.hint
+    assert info.value.message.startswith(f"not enough disk for the merge: merged file ")
+    assert f"in {tmp_path}" in info.value.message and info.value.message.endswith("1.0 kB free")
+    assert info.value.hint
     assert _files(tmp_path) == {"in"}
     assert merge_plan(shards[0], tmp_path / "out.gguf").enough_space is False
 

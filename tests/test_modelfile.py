@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from ollamads.errors import OllamadsError
-from ollamads.families import FAMILIES, get_family
-from ollamads.modelfile import ModelDefinition, choose_template_mode, go_template, parameter_lines
-from ollamads.server import ServerInfo
+from ollamads.catalog.families import FAMILIES, get_family
+from ollamads.ollama.modelfile import ModelDefinition, choose_template_mode, go_template, parameter_lines
+from ollamads.ollama.versions import ServerInfo
 
 OLD = ServerInfo("http://127.0.0.1:1", "0.12.11")
 MERGED_LINE = ServerInfo("http://127.0.0.1:1", "0.24.0")

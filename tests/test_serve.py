@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from ollamads.server import free_port
-from ollamads.serving import MODEL_ENVIRONMENT
+from ollamads.ollama.serve import free_port
+from ollamads.ollama.serve import MODEL_ENVIRONMENT
 
 from tests.conftest import ollama_binary
 

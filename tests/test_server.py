@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ollamads.errors import ServerError
-from ollamads.server import ServerInfo, free_port, normalize_host, parse_version, probe
+from ollamads.ollama.api import probe
+from ollamads.ollama.versions import ServerInfo, normalize_host, parse_version
+from ollamads.ollama.serve import free_port
 
 
 @pytest.mark.parametrize(

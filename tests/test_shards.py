@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _llama_tools import (
+from tests.support.llama_tools import (
     LFS_POINTER,
     model_kv,
     model_tensors,
@@ -16,8 +16,8 @@ from _llama_tools import (
 )
 
 from ollamads.errors import GGUFFormatError, ShardSetError
-from ollamads.gguf import KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, GGUFWriter
-from ollamads.shards import SHARD_NAME_FORMAT, open_shard_set, parse_shard_name, shard_name
+from ollamads.gguf.format import KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, GGUFWriter
+from ollamads.gguf.shards import SHARD_NAME_FORMAT, open_shard_set, parse_shard_name, shard_name
 
 PREFIX = "DeepSeek-V3.1-UD-TQ1_0"
 

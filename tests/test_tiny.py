@@ -17,7 +17,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ollamads._resources import templates_dir
-from ollamads.gguf import GGMLQuantizationType, GGUFValueType, read_gguf
+from ollamads.gguf.format import GGMLQuantizationType, GGUFValueType, read_gguf
 from ollamads.tiny import (
     DEFAULT_NAMES,
     FAMILIES,
@@ -28,9 +28,9 @@ from ollamads.tiny import (
     write_tiny_model,
     write_tiny_shards,
 )
-from ollamads.toolchain import built_llama_cpp_tool
+from tests.support.toolchain import built_llama_cpp_tool
 
-from tests._llama_server import http_json, llama_server
+from tests.support.llama_server import http_json, llama_server
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

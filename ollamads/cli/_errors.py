@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import click
-
 from ollamads.errors import OllamadsError
 
 
@@ -18,10 +16,6 @@ def error_line(exc: BaseException) -> str:
 
     if isinstance(exc, OllamadsError):
         message, hint = exc.message, exc.hint
-    elif isinstance(exc, click.ClickException):
-        message, hint = exc.format_message(), "see `ollamads --help`"
-    elif isinstance(exc, click.exceptions.Abort):
-        message, hint = "aborted", None
     elif isinstance(exc, requests.ConnectionError):
         message, hint = "lost the connection to the Ollama server", "is `ollama serve` still running?"
     elif isinstance(exc, ollama.ResponseError):

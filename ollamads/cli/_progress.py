@@ -1,61 +1,109 @@
-"""Progress bars for the library's byte callbacks; drawn only on a terminal."""
+"""Drawing the library's :class:`~ollamads.progress.ProgressEvent` s: one bar per phase and item.
+
+On a terminal: a rich bar per file and phase (its state word, bytes, speed, time left) and, while
+downloading, one more bar for all files together. Off a terminal (logs, CI): one line each time
+an item changes state, never a progress bar's carriage returns.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+    from ollamads.progress import Progress, ProgressEvent
 
-
-@contextlib.contextmanager
-def _bars() -> Iterator[object | None]:
-    """A transient rich Progress on a terminal; None elsewhere (no stray newlines in logs)."""
-    if not console.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=True,
-    ) as bars:
-        yield bars
+_TOTAL = "all files"
 
 
-@contextlib.contextmanager
-def byte_progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """One bar, driven by ``(done, total)`` callbacks."""
-    with _bars() as bars:
-        if bars is None:
-            yield lambda done, total: None
-            return
-        task = bars.add_task(description, total=None)  # type: ignore[attr-defined]
-        yield lambda done, total: bars.update(task, completed=done, total=total)  # type: ignore[attr-defined]
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
-@contextlib.contextmanager
-def file_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """One bar per file, driven by ``(path, done, total)`` callbacks."""
-    with _bars() as bars:
-        if bars is None:
-            yield lambda path, done, total: None
-            return
-        tasks: dict[str, object] = {}
+def _short(item: str) -> str:
+    return item.rsplit("/", 1)[-1]
 
-        def update(path: str, done: int, total: int) -> None:
-            if path not in tasks:
+
+class _Bars:
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bars = Progress(
+            TextColumn("{task.fields[phase]:>8} {task.description}"), BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[state]}"), console=console, transient=True,
+        )
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            key = (event.phase, event.item)
+            if key not in self.tasks:
                 # A resumed file starts its bar where the part ends, so the speed is honest.
-                tasks[path] = bars.add_task(path.rsplit("/", 1)[-1], total=total, completed=done)  # type: ignore[attr-defined]
-            bars.update(tasks[path], completed=done, total=total)  # type: ignore[attr-defined]
+                self.tasks[key] = self.bars.add_task(
+                    _short(event.item), total=event.total or None, completed=event.done,
+                    phase=event.phase, state=event.state,
+                )
+            self.bars.update(self.tasks[key], completed=event.done, total=event.total or None,
+                             state=event.state)
+            if event.phase == "download":
+                self._update_total(event)
 
-        yield update
+    def _update_total(self, event: ProgressEvent) -> None:
+        self.sizes[event.item] = (event.done, event.total)
+        done = sum(d for d, _ in self.sizes.values())
+        total = sum(t for _, t in self.sizes.values())
+        key = ("download", _TOTAL)
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(_TOTAL, total=total, completed=done,
+                                                 phase="download", state="")
+        self.bars.update(self.tasks[key], completed=done, total=total)
+
+
+class _Lines:
+    """Off a terminal: one line per change of state."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.states: dict[tuple[str, str], str] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from ollamads.units import format_bytes
+
+        with self.lock:
+            key = (event.phase, event.item)
+            if event.state and self.states.get(key) != event.state:
+                self.states[key] = event.state
+                self.console.print(
+                    f"{event.phase}: {event.item} {event.state} "
+                    f"({format_bytes(event.done)} of {format_bytes(event.total)})",
+                    soft_wrap=True,
+                )
+
+
+@contextlib.contextmanager
+def progress_display(console: Console | None = None) -> Iterator[Progress]:
+    """A :data:`~ollamads.progress.Progress` callback that draws; bars vanish when done."""
+    console = console or stderr_console()
+    if not console.is_terminal:
+        yield _Lines(console)
+        return
+    bars = _Bars(console)
+    with bars.bars:
+        yield bars

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+from ollamads.cli._options import JsonOpt
+
 GIB = 1 << 30  # Unsloth's published "GB" are GiB (the Hub's byte counts say so)
 
 
@@ -48,6 +47,9 @@ def _yes_no(value: bool | None) -> str:
 
 def list_command(as_json: JsonOpt = False) -> None:
     """Every DeepSeek model and quant ollamads knows, and whether it fits this machine."""
+    from rich.console import Console
+    from rich.table import Table
+
     from ollamads.catalog import load_catalog
 
     machine = _machine()
@@ -74,7 +76,7 @@ def show_command(
 ) -> None:
     """Everything about one catalog entry, including the Modelfile `create` would write."""
     from ollamads.catalog import resolve
-    from ollamads.catalog_modelfiles import LINES, entry_definition
+    from ollamads.catalog.rendered import LINES, entry_definition
 
     entry = resolve(model)
     record = _entry_record(entry, _machine())
@@ -98,7 +100,7 @@ def modelfiles_command(
 ) -> None:
     """Check (or --write) the rendered Modelfiles of every catalog entry."""
     from ollamads._resources import modelfiles_dir
-    from ollamads.catalog_modelfiles import stale, write_all
+    from ollamads.catalog.rendered import stale, write_all
     from ollamads.errors import OllamadsError
 
     target = directory or modelfiles_dir()

@@ -17,7 +17,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from ollamads.client import DeepSeekClient, Event
+    from ollamads.chat import DeepSeekClient, Event
 
 BYE = "/bye"
 PROMPT = ">>> "
@@ -55,7 +55,7 @@ class _Printer:
 
     def answer(self, events: Iterator[Event]) -> str:
         """Print one streamed answer; returns its content (for the chat history)."""
-        from ollamads.client import ContentDelta, ThinkingDelta, ToolCall
+        from ollamads.chat import ContentDelta, ThinkingDelta, ToolCall
 
         content: list[str] = []
         self._thought = False
@@ -133,7 +133,7 @@ def chat(
     host: HostOpt = None,
 ) -> None:
     """Chat with a registered model: one answer for PROMPT, else an interactive chat."""
-    from ollamads.client import DeepSeekClient
+    from ollamads.chat import DeepSeekClient
 
     printer = _Printer(Console(highlight=False), Console(stderr=True, highlight=False), show_thinking)
     with DeepSeekClient(host) as client:
@@ -142,3 +142,7 @@ def chat(
             printer.answer(client.stream(model, [{"role": "user", "content": prompt}], think=think))
         else:
             _repl(client, model, think, printer)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)

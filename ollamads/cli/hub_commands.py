@@ -6,29 +6,15 @@ This module imports nothing heavy at import time, so ``ollamads --help`` stays i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
-from ollamads.cli._progress import console, file_progress
+from ollamads.cli._options import ConnectionsOpt, DryRunOpt, ModelArg, RevisionOpt
 
 if TYPE_CHECKING:
     from ollamads.hub import PullPlan
 
-
-ModelArg = Annotated[
-    str, typer.Argument(help="Catalog model and quant, e.g. v3.1-terminus:TQ1_0 or r1:UD-IQ1_S.")
-]
-DryRunOpt = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run", help="Show the files, bytes and disk space needed; download nothing."
-    ),
-]
-RevisionOpt = Annotated[
-    Optional[str],
-    typer.Option("--revision", help="Branch, tag or commit of the Hub repo (default: main)."),
-]
 
 _STATE_WORDS = {
     "verified": "ok",
@@ -38,18 +24,11 @@ _STATE_WORDS = {
 }
 
 
-def _gb(n: int) -> str:
-    """Decimal units like the Hub's file list; tiny test files still show a real number."""
-    if n == 0:
-        return "0 B"
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-
 def format_plan(plan: PullPlan) -> str:
     """The plan as a few lines of text: one per file, then the totals and the disk check."""
-    lines = [f"{plan.entry.spec} from {plan.repo} at {plan.revision[:12]}, into {plan.directory}"]
+    from ollamads.units import format_bytes as _gb
+
+    lines = [f"{plan.label} from {plan.repo} at {plan.revision[:12]}, into {plan.directory}"]
     width = max(len(f.path) for f in plan.files)
     for f in plan.files:
         state = _STATE_WORDS[f.state]
@@ -59,7 +38,7 @@ def format_plan(plan: PullPlan) -> str:
     verdict = (
         "fits"
         if plan.fits
-        else f"does NOT fit: free {_gb(plan.bytes_to_download - plan.disk_free)} more"
+        else f"does NOT fit: free {_gb(plan.disk_needed - plan.disk_free)} more"
     )
     lines.append(
         f"total {_gb(plan.bytes_total)}: {_gb(plan.bytes_verified)} verified, "
@@ -69,21 +48,27 @@ def format_plan(plan: PullPlan) -> str:
     return "\n".join(lines)
 
 
-def pull_command(model: ModelArg, dry_run: DryRunOpt = False, revision: RevisionOpt = None) -> None:
-    """Download a model's GGUF files from the Hub (resumes after interruptions, verifies sha256)."""
+def pull_command(
+    model: ModelArg, dry_run: DryRunOpt = False, revision: RevisionOpt = None,
+    connections: ConnectionsOpt = None,
+) -> None:
+    """Download a model's GGUF files: many connections, resumable, sha256-verified."""
     from ollamads.catalog import resolve
-    from ollamads.hub import pull
+    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.pipeline import pull_quant
+    from ollamads.units import format_bytes
 
     entry = resolve(model)
     if dry_run:
-        result = pull(entry, dry_run=True, revision=revision)
+        result = pull_quant(entry, dry_run=True, revision=revision)
         typer.echo(format_plan(result.plan))
         return
-    with file_progress() as progress:
-        result = pull(entry, progress=progress, revision=revision)
+    console = stderr_console()
+    with progress_display(console) as progress:
+        result = pull_quant(entry, progress=progress, revision=revision, connections=connections)
     console.print(
         f"{entry.spec}: {len(result.paths)} file(s) verified in {result.plan.directory} "
-        f"({_gb(result.bytes_downloaded)} downloaded)",
+        f"({format_bytes(result.bytes_downloaded)} downloaded)",
         soft_wrap=True,
     )
     # stdout carries only the first file, for scripts:
@@ -95,4 +80,4 @@ def register(app: typer.Typer) -> None:
     app.command("pull")(pull_command)
 
 
-__all__ = ["file_progress", "format_plan", "pull_command", "register"]
+__all__ = ["format_plan", "pull_command", "register"]

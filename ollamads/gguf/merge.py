@@ -14,28 +14,25 @@ the output and rename it at the end, and delete the partial file on any failure.
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ollamads.errors import (
-    InsufficientSpaceError,
     MergeToolError,
     OllamadsError,
     OutputExistsError,
     ShardSetError,
     ToolNotFoundError,
 )
-from ollamads.gguf import (
+from ollamads.fileio import Copier, TrailingHasher, atomic_output, write_all
+from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     GGUFValueType,
     TensorInfo,
@@ -43,19 +40,14 @@ from ollamads.gguf import (
     ggml_n_dims,
     pack_header,
 )
-from ollamads.shards import ShardSet, open_shard_set
+from ollamads.gguf.shards import ShardSet, open_shard_set
+from ollamads.units import DiskNeed, check_space, disk_free
 
-Progress = Callable[[int, int], None]
-MergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
+ByteMergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
 
 GGUF_SPLIT_PROGRAM = "llama-gguf-split"
 ENV_GGUF_SPLIT = "OLLAMADS_GGUF_SPLIT"
-# copy_file_range stays in the kernel, so big chunks cost nothing; they only pace progress.
-COPY_CHUNK = 64 << 20
-READ_CHUNK = 8 << 20
 _POLL_SECONDS = 0.2
-# copy_file_range is refused across some filesystems/kernels; read/write always works.
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 
 
 @dataclass(frozen=True)
@@ -127,96 +119,71 @@ def _check_output(shards: ShardSet, out: Path, force: bool) -> None:
         raise OutputExistsError(f"{out} already exists", "pass --force to overwrite it")
 
 
-def _check_space(directory: Path, needed: int) -> int:
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise InsufficientSpaceError(
-            f"not enough space in {directory}: the merged file needs {needed / 1e9:.2f} GB, "
-            f"{free / 1e9:.2f} GB free",
-            "free up space or write the merged file to another disk",
-        )
-    return free
+def _check_space(directory: Path, needed: int) -> None:
+    check_space([DiskNeed("merged file", directory, needed)], "the merge",
+                "free up space or write the merged file to another disk")
 
 
-@contextmanager
-def _partial_output(out: Path) -> Iterator[Path]:
-    """A not-yet-existing temp path beside ``out``; renamed to ``out`` on success."""
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+def merged_size(shards: ShardSet) -> int:
+    """Bytes of the merged file (header, padding and every tensor)."""
+    return _layout(shards).total_bytes
+
+
+def write_merged(
+    shards: ShardSet, fd: int, *, progress: ByteProgress | None = None, sha256: bool = False
+) -> str | None:
+    """Write the merged GGUF to ``fd`` (at its current position, which must be 0 when hashing);
+    with ``sha256`` return its hex digest, computed while it is written. ``fd`` is fsynced."""
+    _require_split(shards)
+    layout = _layout(shards)
+    hasher = TrailingHasher(fd) if sha256 else None
+    written = 0
+
+    def report(n: int) -> None:
+        nonlocal written
+        written += n
+        if hasher:
+            hasher.wrote(written)
+        if progress:
+            progress(written, layout.total_bytes)
+
     try:
-        yield tmp
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _Copier:
-    def __init__(self, dst_fd: int, report: Callable[[int], None]) -> None:
-        self.dst_fd = dst_fd
-        self.report = report
-        self.use_copy_file_range = hasattr(os, "copy_file_range")
-
-    def copy(self, src_fd: int, src_name: str, offset: int, nbytes: int) -> None:
-        while nbytes:
-            n = self._copy_some(src_fd, offset, nbytes)
-            if n == 0:
-                raise ShardSetError(f"{src_name} ended early while merging", "download it again")
-            offset += n
-            nbytes -= n
-            self.report(n)
-
-    def _copy_some(self, src_fd: int, offset: int, nbytes: int) -> int:
-        if self.use_copy_file_range:
+        if progress:
+            progress(0, layout.total_bytes)
+        write_all(fd, layout.header)
+        report(len(layout.header))
+        copier = Copier(fd, report)
+        for path, spans in layout.pieces:
+            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                return os.copy_file_range(src_fd, self.dst_fd, min(nbytes, COPY_CHUNK), offset)
-            except OSError as e:
-                if e.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                self.use_copy_file_range = False
-        data = os.pread(src_fd, min(nbytes, READ_CHUNK), offset)
-        _write_all(self.dst_fd, data)
-        return len(data)
+                for offset, nbytes in spans:
+                    copier.copy(src, offset, nbytes, lambda p=path: ShardSetError(
+                        f"{p.name} ended early while merging", "download it again"))
+                    pad = bytes(align_up(nbytes, layout.alignment) - nbytes)
+                    write_all(fd, pad)
+                    report(len(pad))
+            finally:
+                os.close(src)
+        os.fsync(fd)  # a rename after this must not publish a file whose data is still cached
+    except BaseException:
+        if hasher:
+            hasher.abandon()
+        raise
+    return hasher.hexdigest() if hasher else None
 
 
 def merge_builtin(
-    shards: ShardSet, out: Path, *, force: bool = False, progress: Progress | None = None
+    shards: ShardSet, out: Path, *, force: bool = False, progress: ByteProgress | None = None
 ) -> Path:
     """Merge with the built-in streaming merger; byte-identical to llama-gguf-split."""
     out = Path(out)
     _require_split(shards)
     _check_output(shards, out, force)
-    layout = _layout(shards)
-    _check_space(out.parent, layout.total_bytes)
-    done = 0
-
-    def report(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, layout.data_bytes)
-
-    if progress:
-        progress(0, layout.data_bytes)
-    with _partial_output(out) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    _check_space(out.parent, merged_size(shards))
+    with atomic_output(out) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(fd, layout.header)
-            copier = _Copier(fd, report)
-            for path, spans in layout.pieces:
-                src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    for offset, nbytes in spans:
-                        copier.copy(src, path.name, offset, nbytes)
-                        _write_all(fd, bytes(align_up(nbytes, layout.alignment) - nbytes))
-                finally:
-                    os.close(src)
-            os.fsync(fd)  # the rename below must not publish a file whose data is still cached
+            write_merged(shards, fd, progress=progress)
         finally:
             os.close(fd)
     return out
@@ -234,7 +201,7 @@ def merge_with_llama_gguf_split(
     *,
     binary: str,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
 ) -> Path:
     """Merge by running ``llama-gguf-split --merge``; progress from the growing output size."""
     out = Path(out)
@@ -242,7 +209,7 @@ def merge_with_llama_gguf_split(
     _check_output(shards, out, force)
     layout = _layout(shards)
     _check_space(out.parent, layout.total_bytes)
-    with _partial_output(out) as tmp, tempfile.TemporaryFile() as stderr:
+    with atomic_output(out) as tmp, tempfile.TemporaryFile() as stderr:
         cmd = [binary, "--merge", str(shards.first), str(tmp)]
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -340,7 +307,7 @@ def merge_plan(
         nbytes=_layout(shards).total_bytes,
         method=used,
         binary=found,
-        disk_free=shutil.disk_usage(out.parent).free,
+        disk_free=disk_free(out.parent),
     )
 
 
@@ -351,7 +318,7 @@ def merge(
     method: MergeMethod = "auto",
     binary: str | None = None,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
 ) -> MergeResult:
     """Validate the shard set starting at ``first_shard`` and merge it into ``out``.
 

@@ -9,9 +9,13 @@ Knobs a test can turn: a token the repo requires (``private``: everything 401 Re
 without it; ``gated``: metadata public, downloads 401/403 GatedRepo), a file whose served bytes
 differ from its advertised sha256 (:meth:`HubStub.corrupt`), a body that stops after N bytes
 (:meth:`die_after`, the connection is closed as a killed download sees it) or stalls there until
-released (:meth:`stall_after`), Range ignored (``ignore_range``), and LFS downloads
-redirected to another origin like the real Hub's CDN (``redirect=True``). Every request is
-logged and every body byte counted per file.
+released (:meth:`stall_after`), Range ignored (``ignore_range``), a wrong ``Content-Range``
+(``wrong_range``), answers such as 429 or 503 for the next GETs (:meth:`fail_next`), a byte rate
+per connection (``rate``, like the Hub's CDN), a file whose bytes change under the same commit
+(:meth:`replace_in_place`), and LFS downloads redirected to another origin like the real Hub's
+CDN (``redirect=True``), whose signed URLs can expire (:meth:`expire_cdn_urls`). Old commits stay
+downloadable, as on the Hub. Every request is logged, every body byte counted per file, and the
+most body GETs in flight at once is kept (``max_in_flight``).
 
 Use it through ``HF_ENDPOINT`` (the ``hub`` fixture below sets it, with telemetry and Xet off
 and a private HF_HOME so no real token is ever read).
@@ -24,6 +28,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -83,7 +88,17 @@ class HubStub:
         self.tree_page_size = tree_page_size
         #: Answer Range requests with the whole file (200), as some proxies do.
         self.ignore_range = False
+        #: Answer Range requests with a Content-Range one byte off.
+        self.wrong_range = False
+        #: Bytes per second per connection for file bodies (None: as fast as it goes).
+        self.rate: float | None = None
         self.commits = {repo: self._commit(files) for repo, files in self.repos.items()}
+        #: Every commit's files, so a pull pinned to an older commit still gets its bytes.
+        self.history = {repo: {self.commits[repo]: dict(files)} for repo, files in self.repos.items()}
+        self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.cdn_generation = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         #: body bytes sent, per ``"<repo>/<path>"``
         self.served: Counter[str] = Counter()
         self.log: list[Logged] = []
@@ -151,6 +166,31 @@ class HubStub:
         """A new upload: the file changes and so does the repo's commit."""
         self.repos[repo][path] = data
         self.commits[repo] = self._commit(self.repos[repo])
+        self.history[repo][self.commits[repo]] = dict(self.repos[repo])
+
+    def replace_in_place(self, repo: str, path: str, data: bytes) -> None:
+        """A misbehaving Hub: new bytes (and sha256) for the file under the same commit."""
+        self.repos[repo][path] = data
+        for files in self.history[repo].values():
+            if path in files:
+                files[path] = data
+
+    def fail_next(
+        self, status: int, times: int = 1, *, where: str = "any", headers: Mapping[str, str] | None = None
+    ) -> None:
+        """The next ``times`` body GETs (``where``: "resolve", "cdn" or "any") answer ``status``."""
+        self._failures.setdefault(where, []).extend([(status, dict(headers or {}))] * times)
+
+    def expire_cdn_urls(self) -> None:
+        """Every CDN URL handed out so far now answers 403, like an expired signature."""
+        self.cdn_generation += 1
+
+    def take_failure(self, where: str) -> tuple[int, dict[str, str]] | None:
+        with self._lock:
+            for key in (where, "any"):
+                if self._failures.get(key):
+                    return self._failures[key].pop(0)
+        return None
 
     # --- what a test reads ---------------------------------------------------------------------
 
@@ -245,8 +285,8 @@ class HubStub:
         # The Hub lists folders before files.
         return sorted(under, key=lambda p: (p in self.repos[repo], p))
 
-    def body_for(self, repo: str, path: str) -> bytes:
-        return self._corrupted.get((repo, path), self.repos[repo][path])
+    def body_for(self, repo: str, path: str, files: Mapping[str, bytes] | None = None) -> bytes:
+        return self._corrupted.get((repo, path), (files or self.repos[repo])[path])
 
     def take_death(self, repo: str, path: str) -> int | None:
         with self._lock:
@@ -333,7 +373,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         return True
 
     def _revision_ok(self, repo: str, revision: str) -> bool:
-        if unquote(revision) in ("main", self.stub.commits[repo]):
+        if unquote(revision) == "main" or unquote(revision) in self.stub.history[repo]:
             return True
         self._error(404, "RevisionNotFound", f"Invalid rev id: {unquote(revision)}")
         return False
@@ -363,8 +403,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         query = parse_qs(split.query)
         if parts[:2] == ["api", "agent-harnesses"]:
             return self._json(200, [])
-        if parts[:1] == ["cdn"] and len(parts) >= 4:
-            return self._cdn(f"{parts[1]}/{parts[2]}", "/".join(parts[4:]))
+        if parts[:1] == ["cdn"] and len(parts) >= 5:
+            return self._cdn(f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:]), parts[1])
         if parts[:2] == ["api", "models"]:
             found = self._find_repo(parts[2:])
             if not found:
@@ -435,9 +475,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         wanted = [p for p in form.get("paths", []) if p in known]
         self._json(200, [self.stub.entry(repo, p, expand) for p in wanted])
 
-    def _file_headers(self, repo: str, path: str) -> dict[str, str]:
-        data = self.stub.repos[repo][path]
-        headers = {"X-Repo-Commit": self.stub.commits[repo], "Accept-Ranges": "bytes"}
+    def _files_at(self, repo: str, revision: str) -> dict[str, bytes]:
+        revision = unquote(revision)
+        return self.stub.history[repo].get(revision, self.stub.repos[repo])
+
+    def _file_headers(self, repo: str, path: str, revision: str = "main") -> dict[str, str]:
+        data = self._files_at(repo, revision)[path]
+        commit = unquote(revision) if unquote(revision) in self.stub.history[repo] else self.stub.commits[repo]
+        headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
         if self.stub.is_lfs(path):
             headers["X-Linked-Etag"] = f'"{sha256_hex(data)}"'
             headers["X-Linked-Size"] = str(len(data))
@@ -449,28 +494,43 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _resolve(self, repo: str, revision: str, path: str) -> None:
         if not self._allowed(repo, download=True) or not self._revision_ok(repo, revision):
             return None
-        if path not in self.stub.repos[repo] or (repo, path) in self.stub.hidden:
+        if path not in self._files_at(repo, revision) or (repo, path) in self.stub.hidden:
             return self._error(
                 404,
                 "EntryNotFound",
                 f"{path} does not exist on main",
                 {"X-Repo-Commit": self.stub.commits[repo]},
             )
-        headers = self._file_headers(repo, path)
+        headers = self._file_headers(repo, path, revision)
         if self.stub.redirect and self.stub.is_lfs(path):
             # Like the Hub's CDN: another origin (localhost vs 127.0.0.1), no token needed there.
-            cdn = f"http://localhost:{self.stub.port}/cdn"
-            headers["Location"] = f"{cdn}/{repo}/{self.stub.commits[repo]}/{quote(path)}"
+            cdn = f"http://localhost:{self.stub.port}/cdn/{self.stub.cdn_generation}"
+            headers["Location"] = f"{cdn}/{repo}/{headers['X-Repo-Commit']}/{quote(path)}"
             return self._send(302, b"", headers)
-        self._body(repo, path, headers)
+        if self.command == "GET" and self._injected_failure("resolve"):
+            return None
+        self._body(repo, path, headers, revision)
 
-    def _cdn(self, repo: str, path: str) -> None:
-        if repo not in self.stub.repos or path not in self.stub.repos[repo]:
+    def _cdn(self, repo: str, revision: str, path: str, generation: str) -> None:
+        if repo not in self.stub.repos or path not in self._files_at(repo, revision):
             return self._error(404, None, "Not Found")
-        self._body(repo, path, self._file_headers(repo, path))
+        if generation != str(self.stub.cdn_generation):
+            return self._send(403, b"<Error><Code>AccessDenied</Code>Request has expired</Error>",
+                              content_type="application/xml")
+        if self.command == "GET" and self._injected_failure("cdn"):
+            return None
+        self._body(repo, path, self._file_headers(repo, path, revision), revision)
 
-    def _body(self, repo: str, path: str, headers: dict[str, str]) -> None:
-        data = self.stub.body_for(repo, path)
+    def _injected_failure(self, where: str) -> bool:
+        failure = self.stub.take_failure(where)
+        if failure is None:
+            return False
+        status, headers = failure
+        self._send(status, b"", headers, content_type="text/plain")
+        return True
+
+    def _body(self, repo: str, path: str, headers: dict[str, str], revision: str = "main") -> None:
+        data = self.stub.body_for(repo, path, self._files_at(repo, revision))
         size = len(data)
         status, start, end = 200, 0, size - 1
         wanted = None if self.stub.ignore_range else self.headers.get("Range")
@@ -482,7 +542,8 @@ class _HubHandler(BaseHTTPRequestHandler):
                 headers["Content-Range"] = f"bytes */{size}"
                 return self._send(416, b"", headers, content_type="text/plain")
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            shift = 1 if self.stub.wrong_range else 0
+            headers["Content-Range"] = f"bytes {start + shift}-{end}/{size}"
         body = data[start : end + 1]
         self._log(status)
         self.send_response(status)
@@ -498,11 +559,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         if stall is not None:
             cut = stall.after
         sent = body if cut is None else body[:cut]
-        # Counted before writing: once the client has the bytes, a test may read the counters.
         with self.stub._lock:
-            self.stub.served[f"{repo}/{path}"] += len(sent)
-        self.wfile.write(sent)
-        self.wfile.flush()
+            self.stub.in_flight += 1
+            self.stub.max_in_flight = max(self.stub.max_in_flight, self.stub.in_flight)
+        try:
+            self._write_paced(repo, path, sent)
+        finally:
+            with self.stub._lock:
+                self.stub.in_flight -= 1
         if cut is not None:
             if stall is not None:
                 stall.reached.set()
@@ -512,6 +576,27 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+    def _write_paced(self, repo: str, path: str, data: bytes) -> None:
+        """Send ``data``, at most ``rate`` bytes a second on this connection when it is set.
+
+        Bytes are counted before each write: once the client has them, a test may read the
+        counters."""
+        key = f"{repo}/{path}"
+        rate = self.stub.rate
+        piece = 64 << 10 if rate else len(data) or 1
+        started = time.monotonic()
+        for offset in range(0, len(data), piece):
+            chunk = data[offset : offset + piece]
+            with self.stub._lock:
+                self.stub.served[key] += len(chunk)
+            self.wfile.write(chunk)
+            if rate:
+                ahead = (offset + len(chunk)) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.wfile.flush()
 
 
 def repo_from_dir(directory: Path, prefix: str = "") -> dict[str, bytes]:

@@ -14,16 +14,15 @@ a rewrite in place leaves any hard link to the old file (an Ollama blob) untouch
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from ollamads._resources import templates_dir
-from ollamads.errors import InsufficientSpaceError, OllamadsError, OutputExistsError
-from ollamads.families import PromptFamily, get_family
-from ollamads.gguf import (
+from ollamads.catalog.families import PromptFamily, get_family
+from ollamads.errors import OllamadsError, OutputExistsError
+from ollamads.fileio import Copier, atomic_output, write_all
+from ollamads.gguf.format import (
     KEY_CHAT_TEMPLATE,
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -33,16 +32,12 @@ from ollamads.gguf import (
     pack_header,
     read_gguf,
 )
-from ollamads.merge import _partial_output
+from ollamads.units import DiskNeed, check_space
 
 Progress = Callable[[int, int], None]
 
 #: Families whose published template needs Unsloth's fix, and the fixed template's file.
 FIXED_TEMPLATES = {"v3.1": "deepseek-v3.1.jinja"}
-COPY_CHUNK = 64 << 20
-READ_CHUNK = 8 << 20
-# copy_file_range is refused across some filesystems/kernels; read/write always works.
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 
 
 def fixed_template_for(family: str | PromptFamily) -> str | None:
@@ -74,35 +69,6 @@ def _header(gf: GGUFFile, template: str) -> bytes:
     return header + bytes(size - len(header))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy_range(src: int, dst: int, offset: int, nbytes: int, report: Callable[[int], None]) -> None:
-    use_kernel = hasattr(os, "copy_file_range")
-    while nbytes:
-        n = 0
-        if use_kernel:
-            try:
-                n = os.copy_file_range(src, dst, min(nbytes, COPY_CHUNK), offset)
-            except OSError as exc:
-                if exc.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                use_kernel = False
-                continue
-        else:
-            data = os.pread(src, min(nbytes, READ_CHUNK), offset)
-            _write_all(dst, data)
-            n = len(data)
-        if n == 0:
-            raise OllamadsError("the source GGUF shrank while it was being copied", "run it again")
-        offset += n
-        nbytes -= n
-        report(n)
-
-
 def rewrite_chat_template(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -127,14 +93,8 @@ def rewrite_chat_template(
         raise OutputExistsError(f"{out} already exists", "pass --force to overwrite it")
     header = _header(gf, template)
     data_bytes = gf.file_size - gf.data_offset
-    needed = len(header) + data_bytes
-    free = shutil.disk_usage(out.parent).free
-    if free < needed:
-        raise InsufficientSpaceError(
-            f"not enough space in {out.parent}: the rewritten GGUF needs {needed / 1e9:.2f} GB, "
-            f"{free / 1e9:.2f} GB free",
-            "free up space or write the copy to another disk",
-        )
+    check_space([DiskNeed("rewritten GGUF", out.parent, len(header) + data_bytes)],
+                "the template rewrite", "free up space or write the copy to another disk")
     done = 0
 
     def report(n: int) -> None:
@@ -145,14 +105,15 @@ def rewrite_chat_template(
 
     if progress:
         progress(0, data_bytes)
-    with _partial_output(out) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    with atomic_output(out) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(fd, header)
+            write_all(fd, header)
             source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 # Everything after the old header as it is: tensors, their padding, any tail.
-                _copy_range(source, fd, gf.data_offset, data_bytes, report)
+                Copier(fd, report).copy(source, gf.data_offset, data_bytes, lambda: OllamadsError(
+                    "the source GGUF shrank while it was being copied", "run it again"))
             finally:
                 os.close(source)
             os.fsync(fd)  # the rename must not publish a file whose data is still cached

@@ -19,8 +19,8 @@ import jinja2
 from ollamads import __version__
 from ollamads._resources import templates_dir
 from ollamads.errors import OllamadsError
-from ollamads.families import PromptFamily
-from ollamads.server import ServerInfo
+from ollamads.catalog.families import PromptFamily
+from ollamads.ollama.versions import ServerInfo
 
 TemplateMode = Literal["renderer", "template"]
 MODELFILE_TEMPLATE = "modelfile/Modelfile.jinja"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ollamads.server import free_port
+from ollamads.ollama.serve import free_port
 
-from tests.conftest import llama_cpp_tool
+from tests.support.toolchain import llama_cpp_tool
 
 
 def http_json(url: str, body: dict | None = None, timeout: float = 60) -> dict:

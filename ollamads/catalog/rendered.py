@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollamads.catalog import CatalogEntry, load_catalog
-from ollamads.modelfile import ModelDefinition
-from ollamads.server import ServerInfo
-from ollamads.shards import shard_name
+from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.versions import ServerInfo
+from ollamads.pins import pin
+from ollamads.gguf.shards import shard_name
 
-#: A representative release of each line; only the line matters for the Modelfile.
-LINES = {"ollama-0.24": ServerInfo("http://127.0.0.1:11434", "0.24.0"),
-         "ollama-0.30+": ServerInfo("http://127.0.0.1:11434", "0.32.15")}
+#: The tested release of each line (pins.toml); only the line matters for the Modelfile.
+LINES = {"ollama-0.24": ServerInfo("http://127.0.0.1:11434", pin("OLLAMA_OLD_LINE")),
+         "ollama-0.30+": ServerInfo("http://127.0.0.1:11434", pin("OLLAMA_NEW_LINE"))}
 
 
 def entry_files(entry: CatalogEntry, server: ServerInfo) -> list[Path]:

@@ -34,7 +34,7 @@ from functools import cache
 from typing import Any
 
 from ollamads._resources import templates_dir
-from ollamads.families import BOS, EOS
+from ollamads.catalog.families import BOS, EOS
 
 #: DeepSeek's template for each prompt family (templates/chat/).
 CHAT_TEMPLATES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}

@@ -23,15 +23,13 @@ from typing import Any, Union
 
 import httpx
 import ollama
-import requests
 
 from ollamads.errors import OllamadsError, ServerError
-from ollamads.families import ASSISTANT, FAMILIES, THINK_CLOSE, THINK_OPEN
-from ollamads.modelfile import go_template
-from ollamads.server import CONTROL_TIMEOUT_S, ServerInfo, normalize_host, probe
+from ollamads.catalog.families import ASSISTANT, FAMILIES, THINK_CLOSE, THINK_OPEN
+from ollamads.ollama.modelfile import go_template
+from ollamads.ollama.api import probe
+from ollamads.ollama.versions import ServerInfo, normalize_host
 
-#: ``_debug_render_only`` in ``/api/chat``: the server returns the prompt instead of generating.
-DEBUG_RENDER_VERSION = (0, 11, 5)
 THINKING_CAPABILITY = "thinking"
 
 Messages = Sequence[Union[Mapping[str, Any], ollama.Message]]
@@ -371,42 +369,9 @@ class DeepSeekClient:
     ) -> Answer:
         return collect(self.stream(model, messages, think=think, tools=tools, **options))
 
-    def ask(self, model: str, prompt: str, think: bool | None = True, **options: Any) -> Answer:
-        """One user message, one answer."""
+    def ask(self, model: str, prompt: str, think: bool | None = None, **options: Any) -> Answer:
+        """One user message, one answer; ``think`` as in :meth:`chat` (None: the family's own)."""
         return self.chat(model, [{"role": "user", "content": prompt}], think=think, **options)
-
-    def render_prompt(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        think: bool | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> str:
-        """The prompt the server builds for this chat, with the same ``think`` as :meth:`chat`."""
-        plan = self.plan(model, think)
-        server = self.server
-        if server.version_tuple < DEBUG_RENDER_VERSION:
-            raise ServerError(
-                f"Ollama {server.version} cannot show the prompt it renders",
-                "upgrade Ollama to v0.11.5 or newer",
-            )
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [dict(m) for m in messages],
-            "stream": False,
-            "_debug_render_only": True,
-        }
-        if tools:
-            body["tools"] = [dict(t) for t in tools]
-        if plan.think is not None:
-            body["think"] = plan.think
-        # The server loads the model before rendering: no read timeout.
-        response = requests.post(
-            f"{self.host}/api/chat", json=body, timeout=(CONTROL_TIMEOUT_S, None)
-        )
-        if response.status_code != 200:
-            raise self._server_error(model, ollama.ResponseError(response.text, response.status_code))
-        return str(response.json()["_debug_info"]["rendered_template"])
 
     def _translated(self, model: str, events: Iterator[Event]) -> Iterator[Event]:
         try:

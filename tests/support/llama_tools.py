@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ollamads.gguf import (
+from ollamads.gguf.format import (
     KEY_ALIGNMENT,
     KEY_ARCHITECTURE,
     KEY_CHAT_TEMPLATE,
@@ -20,15 +20,14 @@ from ollamads.gguf import (
     GGUFWriter,
     tensor_nbytes,
 )
-from ollamads.gguf import (
+from ollamads.gguf.format import (
     GGMLQuantizationType as Q,
 )
-from ollamads.gguf import (
+from ollamads.gguf.format import (
     GGUFValueType as V,
 )
-from ollamads.shards import shard_name
-
-LLAMA_CPP_VERSION = "0.3.36"  # scripts/toolchain.sh's LLAMA_CPP_PYTHON_VERSION
+from ollamads.gguf.shards import shard_name
+from tests.support.toolchain import component_path, executable
 
 LFS_POINTER = (
     b"version https://git-lfs.github.com/spec/v1\n"
@@ -42,24 +41,12 @@ KV = tuple[str, object, "V | None"]
 
 def gguf_split_path() -> Path:
     """Where scripts/toolchain.sh puts llama-gguf-split, or $OLLAMADS_GGUF_SPLIT."""
-    if os.environ.get("OLLAMADS_GGUF_SPLIT"):
-        return Path(os.environ["OLLAMADS_GGUF_SPLIT"])
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    toolchain = os.environ.get("OLLAMADS_TOOLCHAIN_DIR") or os.path.join(
-        cache, "ollamads", "toolchain"
-    )
-    return Path(toolchain) / f"llama.cpp-{LLAMA_CPP_VERSION}" / "bin" / "llama-gguf-split"
+    return component_path("OLLAMADS_GGUF_SPLIT")
 
 
 def require_gguf_split() -> str:
     """The binary's path; a missing binary fails the test in CI and skips it elsewhere."""
-    path = gguf_split_path()
-    if path.is_file() and os.access(path, os.X_OK):
-        return str(path)
-    message = f"llama-gguf-split not found at {path} (run scripts/toolchain.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return str(executable("OLLAMADS_GGUF_SPLIT", "llama-gguf-split"))
 
 
 def model_kv(alignment: int | None = None) -> list[KV]:

@@ -1,0 +1,69 @@
+"""Options and arguments shared by several commands, and the choices they offer.
+
+Choices are enums, so ``--help`` lists them and a wrong value is a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class TemplateModeChoice(str, Enum):
+    renderer = "renderer"
+    template = "template"
+
+
+class MergeMethodChoice(str, Enum):
+    auto = "auto"
+    builtin = "builtin"
+    llama_gguf_split = "llama-gguf-split"
+
+
+class FamilyChoice(str, Enum):
+    v3_1 = "v3.1"
+    r1 = "r1"
+    v3 = "v3"
+
+
+ModelArg = Annotated[
+    str, typer.Argument(help="Catalog model and quant, e.g. v3.1-terminus:TQ1_0 or r1:UD-IQ1_S.")
+]
+HostOpt = Annotated[
+    Optional[str],
+    typer.Option("--host", help="Ollama server URL (default: OLLAMA_HOST or 127.0.0.1:11434)."),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RevisionOpt = Annotated[
+    Optional[str],
+    typer.Option("--revision", help="Branch, tag or commit of the Hub repo (default: main)."),
+]
+ConnectionsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--connections", min=1, max=64,
+        help="Parallel HTTP connections for downloads (default: OLLAMADS_CONNECTIONS, else 16).",
+    ),
+]
+TemplateModeOpt = Annotated[
+    Optional[TemplateModeChoice],
+    typer.Option(help="renderer (Ollama's built-in DeepSeek renderer) or template (Go TEMPLATE)."),
+]
+ParameterOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--parameter", "-p", help="Override a PARAMETER, e.g. -p num_ctx=32768 (repeatable)."),
+]
+OllamaBinaryOpt = Annotated[Optional[str], typer.Option("--ollama", help="The `ollama` binary to start.")]
+ModelsDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--models", help="Ollama's model store (default: OLLAMA_MODELS, else ~/.local/share/ollamads/ollama)."),
+]
+
+
+def choice_value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)

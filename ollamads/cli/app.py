@@ -1,0 +1,31 @@
+"""The typer app: one module per outside system, each adding its commands here.
+
+Every command module imports only typer at import time (heavy libraries inside the command),
+so ``ollamads --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ollamads.cli import (
+    catalog_commands,
+    chat_commands,
+    gguf_commands,
+    hub_commands,
+    ollama_commands,
+    pipeline_commands,
+)
+
+app = typer.Typer(
+    name="ollamads",
+    help="Run DeepSeek V3.1 / V3 / R1 dynamic-quant GGUFs in a local Ollama.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (
+    pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, chat_commands,
+):
+    module.register(app)

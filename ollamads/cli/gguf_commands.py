@@ -1,0 +1,69 @@
+"""``ollamads merge``: split GGUF shards into one file, optionally with the fixed template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ollamads.cli._options import DryRunOpt, ForceOpt, MergeMethodChoice
+
+
+def merge_command(
+    first_shard: Annotated[Path, typer.Argument(help="The -00001-of-0000N.gguf shard.")],
+    out: Annotated[Path, typer.Argument(help="The merged .gguf to write.")],
+    method: Annotated[
+        MergeMethodChoice,
+        typer.Option(help="auto: llama-gguf-split when found, else the built-in merger."),
+    ] = MergeMethodChoice.auto,
+    gguf_split: Annotated[
+        Optional[str],
+        typer.Option("--gguf-split", help="Path of llama-gguf-split (else OLLAMADS_GGUF_SPLIT, PATH)."),
+    ] = None,
+    fix_template: Annotated[
+        bool,
+        typer.Option("--fix-template", help="Write Unsloth's fixed V3.1 chat template into the output (for llama.cpp --jinja)."),
+    ] = False,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Merge split GGUF shards into one file (what Ollama up to v0.24 needs)."""
+    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.errors import OllamadsError
+    from ollamads.gguf.merge import merge, merge_plan
+    from ollamads.progress import bytes_callback
+
+    if fix_template:
+        from ollamads.catalog.families import guess_family
+        from ollamads.gguf.format import read_gguf
+
+        name = str(read_gguf(first_shard).value("general.name") or first_shard.name)
+        if guess_family(name) != "v3.1":
+            raise OllamadsError(
+                f"--fix-template is for DeepSeek V3.1 / V3.1-Terminus GGUFs, not {name!r}",
+                "merge without --fix-template",
+            )
+    if dry_run:
+        plan = merge_plan(first_shard, out, method=method.value, binary=gguf_split, force=force)  # type: ignore[arg-type]
+        tool = f" ({plan.binary})" if plan.binary else ""
+        typer.echo(plan.shards.describe())
+        typer.echo(f"would write {plan.out} ({plan.nbytes:,} bytes) with {plan.method}{tool}")
+        typer.echo(f"free disk: {plan.disk_free:,} bytes{'' if plan.enough_space else ' - NOT ENOUGH'}")
+        return
+    console = stderr_console()
+    with progress_display(console) as progress:
+        result = merge(
+            first_shard, out, method=method.value, binary=gguf_split, force=force,  # type: ignore[arg-type]
+            progress=bytes_callback(progress, "merge", out.name),
+        )
+    console.print(f"merged with {result.method}: {result.out} ({result.nbytes:,} bytes)")
+    if fix_template:
+        from ollamads.gguf.retemplate import apply_fixed_template
+
+        changed = apply_fixed_template(result.out, "v3.1")
+        console.print("wrote the fixed V3.1 chat template" if changed else "the chat template was already the fixed one")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("merge")(merge_command)

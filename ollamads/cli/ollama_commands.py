@@ -1,0 +1,104 @@
+"""``ollamads serve`` and ``ollamads register``: the Ollama server and its store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ollamads.cli._options import (
+    DryRunOpt,
+    FamilyChoice,
+    HostOpt,
+    ModelsDirOpt,
+    OllamaBinaryOpt,
+    ParameterOpt,
+    TemplateModeOpt,
+    choice_value,
+)
+
+
+def register_command(
+    name: Annotated[str, typer.Argument(help="Model name for Ollama, e.g. deepseek-v3.1:tq1_0.")],
+    files: Annotated[list[Path], typer.Argument(help="One merged GGUF, or every shard of a split set.")],
+    family: Annotated[FamilyChoice, typer.Option(help="Prompt format.")] = FamilyChoice.v3_1,
+    template_mode: TemplateModeOpt = None,
+    modelfile: Annotated[Optional[Path], typer.Option(help="Also write the Modelfile here.")] = None,
+    parameter: ParameterOpt = None,
+    host: HostOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Register local GGUF files with a running Ollama (blobs + create)."""
+    from ollamads.catalog.families import get_family
+    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.errors import OllamadsError
+    from ollamads.gguf.shards import open_shard_set
+    from ollamads.ollama.api import probe
+    from ollamads.ollama.modelfile import ModelDefinition, parse_parameters
+    from ollamads.ollama.register import register
+
+    overrides = parse_parameters(parameter or [])
+    for path in files:
+        if not path.is_file():
+            raise OllamadsError(f"{path} does not exist", "pass the GGUF files to register")
+    shard_set = open_shard_set(files[0])
+    if len(files) > 1 and sorted(files) != sorted(shard_set.paths):
+        raise OllamadsError(
+            f"the files given are not exactly the {shard_set.count} shards of {files[0].name}",
+            "pass every shard of one set, or one merged file",
+        )
+    server = probe(host)
+    definition = ModelDefinition.for_family(
+        name, get_family(family.value), list(shard_set.paths), server=server,
+        mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
+    )
+    text = definition.modelfile(f"Ollama {server.version}")
+    if dry_run:
+        typer.echo(text, nl=False)
+        return
+    if modelfile:
+        modelfile.write_text(text, encoding="utf-8")
+    console = stderr_console()
+    with progress_display(console) as progress:
+        result = register(server, definition, progress=progress)
+    console.print(f"registered {result.name} ({result.bytes_uploaded:,} bytes uploaded)")
+    typer.echo(f"ollama run {result.name}")
+
+
+def serve(
+    models: ModelsDirOpt = None,
+    host: Annotated[
+        Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1:11434: loopback only).")
+    ] = None,
+    ollama_binary: OllamaBinaryOpt = None,
+) -> None:
+    """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
+    from ollamads.cli._progress import stderr_console
+    from ollamads.ollama.serve import OllamaServe, serve_settings
+
+    console = stderr_console()
+    settings = serve_settings(models, host)
+    server = OllamaServe(
+        settings.models_dir,
+        binary=ollama_binary,
+        host=settings.bind,
+        env=settings.environment,
+        log_path=settings.models_dir / "serve.log",
+    )
+    info = server.start()
+    try:
+        console.print(f"Ollama {info.version} is serving {settings.models_dir} at {settings.url}")
+        console.print("  " + " ".join(f"{k}={v}" for k, v in settings.environment.items()))
+        console.print(f"  log: {server.log_path}")
+        console.print(f"  Open WebUI: {settings.open_webui_hint()}")
+        typer.echo("ready", err=True)
+        assert server.process is not None
+        server.process.wait()
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("register")(register_command)
+    app.command()(serve)

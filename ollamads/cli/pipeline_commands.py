@@ -1,0 +1,81 @@
+"""``ollamads create`` (Hub -> Ollama in one command) and ``ollamads demo``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ollamads.cli._options import (
+    ConnectionsOpt,
+    DryRunOpt,
+    HostOpt,
+    ModelArg,
+    OllamaBinaryOpt,
+    ParameterOpt,
+    TemplateModeOpt,
+    choice_value,
+)
+
+
+def create(
+    model: ModelArg,
+    name: Annotated[Optional[str], typer.Option(help="Ollama model name (default: e.g. deepseek-v3.1-terminus:tq1_0).")] = None,
+    keep_shards: Annotated[
+        bool, typer.Option("--keep-shards/--delete-shards", help="After the server has the model, keep or delete the downloaded shards.")
+    ] = True,
+    template_mode: TemplateModeOpt = None,
+    parameter: ParameterOpt = None,
+    connections: ConnectionsOpt = None,
+    host: HostOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Download (parallel, resumable, verified), merge if the server needs it, and register."""
+    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli.hub_commands import format_plan
+    from ollamads.ollama.modelfile import parse_parameters
+    from ollamads.pipeline import create as create_model, plan_create
+
+    overrides = parse_parameters(parameter or [])
+    console = stderr_console()
+    if dry_run:
+        plan = plan_create(model, name=name, host=host)
+        typer.echo(format_plan(plan.pull))
+        if plan.merged_path:
+            typer.echo(f"Ollama {plan.server.version} needs one file: merge into {plan.merged_path}"
+                       + (" (already done)" if plan.merge_done else ""))
+        for line in plan.shortfalls():
+            typer.echo(f"NOT ENOUGH DISK: {line}")
+        typer.echo(f"would register {plan.name}")
+        return
+    with progress_display(console) as progress:
+        result = create_model(
+            model, name=name, host=host, keep_shards=keep_shards,
+            template_mode=choice_value(template_mode),  # type: ignore[arg-type]
+            parameters=overrides, connections=connections,
+            report=lambda line: console.print(f"[bold cyan]>[/] {line}"), progress=progress,
+        )
+    console.print(
+        f"{result.name}: {result.bytes_downloaded:,} bytes downloaded, {result.bytes_uploaded:,} uploaded"
+        + ("" if result.created else ", already registered")
+    )
+    console.print(f"Modelfile: {result.modelfile}")
+    typer.echo(f"ollama run {result.name}")
+
+
+def demo(ollama_binary: OllamaBinaryOpt = None) -> None:
+    """Run the whole pipeline on a built-in tiny DeepSeek V3.1 (no downloads)."""
+    from ollamads.cli._progress import stderr_console
+    from ollamads.demo import run_demo
+
+    console = stderr_console()
+    result = run_demo(lambda line: console.print(f"[bold cyan]>[/] {line}"), ollama_binary=ollama_binary)
+    console.print(
+        f"[green]done:[/] {result.model} ran on Ollama {result.server.version} "
+        f"with think on and off (random weights: the words are gibberish)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(create)
+    app.command()(demo)

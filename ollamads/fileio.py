@@ -1,0 +1,217 @@
+"""Writing big files safely: atomic outputs, kernel-side copies, preallocation.
+
+One home for the loops every writer shares (the merger, the template rewrite, blob placement,
+the downloader), so each gets the same guarantees: an output appears under its final name only
+when complete and flushed, a failure leaves no partial file behind, and copies stay in the
+kernel (``copy_file_range``) where the filesystem allows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# copy_file_range stays in the kernel, so big chunks cost nothing; they only pace progress.
+COPY_CHUNK = 64 << 20
+READ_CHUNK = 8 << 20
+# copy_file_range is refused across some filesystems/kernels; read/write always works.
+NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM})
+PARTIAL_MARK = ".partial-"
+
+
+def partial_name(out: Path) -> Path:
+    """A hidden, unique, not-yet-existing name beside ``out``."""
+    return out.parent / f".{out.name}{PARTIAL_MARK}{secrets.token_hex(4)}"
+
+
+@contextmanager
+def atomic_output(out: Path) -> Iterator[Path]:
+    """A temp path beside ``out``; renamed to ``out`` when the block succeeds, deleted if not."""
+    tmp = partial_name(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+class Copier:
+    """Copies byte ranges from source fds to one destination fd at its current position."""
+
+    def __init__(self, dst_fd: int, report: Callable[[int], None] = lambda n: None) -> None:
+        self.dst_fd = dst_fd
+        self.report = report
+        self.use_copy_file_range = hasattr(os, "copy_file_range")
+
+    def copy(self, src_fd: int, offset: int, nbytes: int, on_short: Callable[[], Exception]) -> None:
+        """Copy ``nbytes`` from ``offset``; ``on_short()`` is raised if the source ends early."""
+        while nbytes:
+            n = self._copy_some(src_fd, offset, nbytes)
+            if n == 0:
+                raise on_short()
+            offset += n
+            nbytes -= n
+            self.report(n)
+
+    def _copy_some(self, src_fd: int, offset: int, nbytes: int) -> int:
+        if self.use_copy_file_range:
+            try:
+                return os.copy_file_range(src_fd, self.dst_fd, min(nbytes, COPY_CHUNK), offset)
+            except OSError as e:
+                if e.errno not in NO_COPY_FILE_RANGE:
+                    raise
+                self.use_copy_file_range = False
+        data = os.pread(src_fd, min(nbytes, READ_CHUNK), offset)
+        write_all(self.dst_fd, data)
+        return len(data)
+
+
+_libc = None
+
+
+def _fallocate() -> Callable[..., int] | None:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        except OSError:
+            _libc = False
+    func = getattr(_libc, "fallocate", None) if _libc else None
+    if func is not None:
+        func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return func
+
+
+def preallocate(fd: int, size: int) -> bool:
+    """Reserve ``size`` bytes for ``fd`` (a full disk fails now, not 100 GB later).
+
+    Uses the fallocate system call, never glibc's posix_fallocate, which on filesystems
+    without it writes zeros over the whole file. Returns False where it is unsupported; the
+    file is then only extended (sparse). Raises OSError(ENOSPC) when the disk cannot hold it.
+    """
+    func = _fallocate()
+    if func is not None and size > 0:
+        if func(fd, 0, 0, size) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err, os.strerror(err))
+    os.ftruncate(fd, size)
+    return False
+
+
+def allocated_bytes(path: Path) -> int:
+    """Disk space a (possibly sparse or preallocated) file holds now; 0 if it is missing."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return 0
+    return getattr(stat, "st_blocks", 0) * 512 or stat.st_size
+
+
+class TrailingHasher:
+    """sha256 of what a writer puts into ``fd``, computed in a thread a little behind it.
+
+    The writer copies in the kernel (``copy_file_range``) and calls :meth:`wrote` with its
+    position; the hasher reads the bytes back from the page cache, where they just landed. The
+    writer waits when it is more than ``max_lag`` ahead, so at any model size the bytes are
+    still cached when they are hashed (the hash is the slower of the two here) and nothing is
+    read from the disk twice. ``fd`` must be open for reading.
+    """
+
+    def __init__(self, fd: int, *, max_lag: int = 512 << 20) -> None:
+        import hashlib
+        import threading
+
+        self.fd = fd
+        self.max_lag = max_lag
+        self._hasher = hashlib.sha256()
+        self._written = 0
+        self._hashed = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="ollamads-hash", daemon=True)
+        self._thread.start()
+
+    def wrote(self, position: int) -> None:
+        with self._cond:
+            self._written = position
+            self._cond.notify_all()
+            while self._written - self._hashed > self.max_lag and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._hashed >= self._written and not self._closed:
+                        self._cond.wait()
+                    start, end = self._hashed, self._written
+                    if start >= end and self._closed:
+                        return
+                data = os.pread(self.fd, min(READ_CHUNK, end - start), start)
+                if not data:
+                    raise OSError(f"output ended at {start} while hashing it")
+                with self._cond:
+                    self._hasher.update(data)
+                    self._hashed += len(data)
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the writer's thread
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    def hexdigest(self) -> str:
+        """Wait for the hasher to catch up with the last :meth:`wrote` and return the digest."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hasher.hexdigest()
+
+    def abandon(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._written = self._hashed
+            self._cond.notify_all()
+        self._thread.join()
+
+
+__all__ = [
+    "COPY_CHUNK",
+    "Copier",
+    "TrailingHasher",
+    "PARTIAL_MARK",
+    "READ_CHUNK",
+    "allocated_bytes",
+    "atomic_output",
+    "partial_name",
+    "preallocate",
+    "pwrite_all",
+    "write_all",
+]

@@ -1,0 +1,505 @@
+"""Parallel, ranged, resumable downloads from the Hub, each file checked against its sha256.
+
+The Hub's CDN limits what one connection gets, so a pull keeps many connections busy at once:
+every file is cut into fixed-size ranges (8-64 MiB, a few per connection), and a pool of
+workers takes ranges in file order, across files. Each worker writes its bytes with ``pwrite``
+straight into the file's preallocated ``.part`` and then records how far its range got
+(:class:`~ollamads.hub.records.PartState`), so a kill at any moment loses nothing: the next run
+continues every range from its exact byte.
+
+* Ranges are fetched at one commit, from the URL the Hub redirects to (its CDN); the token is
+  sent to the Hub's own host only. A CDN that refuses a cached URL (an expired signature) gets
+  a fresh redirect from the Hub.
+* Every 206 must carry exactly the ``Content-Range`` asked for, and a 200 (the whole file) to a
+  Range request is refused: bytes are only ever written where they belong.
+* The sha256 is computed as the contiguous prefix grows (``hash_mode="prefix"``): a hasher
+  thread reads back what the workers just wrote, from the page cache, while the download goes
+  on. The file is renamed into place only when size and digest match; a mismatch deletes it.
+  ``hash_mode="after"`` (one pass at the end) exists for the benchmark that compares the two.
+* Each range retries dropped connections, 429 and 5xx answers with the backoff below (or the
+  server's ``Retry-After``), starting the count again whenever bytes arrive.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from ollamads.errors import ChecksumError, HubError, OllamadsError
+from ollamads.fileio import preallocate, pwrite_all
+from ollamads.hub.api import auth_headers, hub_endpoint, public_headers, status_error
+from ollamads.hub.listing import RemoteFile
+from ollamads.hub.records import (
+    PartState,
+    digest_of,
+    new_hasher,
+    remember_verified,
+)
+from ollamads.progress import Progress, ProgressEvent
+from ollamads.units import GB, disk_full_error, is_disk_full
+
+HashMode = Literal["prefix", "after"]
+
+#: Chosen by measurement (README, "Download speed"): with each connection held to 8 MB/s,
+#: 16 connections were within a few percent of 32 and 64 on this machine's two cores.
+DEFAULT_CONNECTIONS = 16
+CONNECTIONS_ENV = "OLLAMADS_CONNECTIONS"
+MAX_CONNECTIONS = 64
+MIB = 1 << 20
+MIN_CHUNK = 8 * MIB
+MAX_CHUNK = 64 * MIB
+#: Ranges per connection: enough that the last few ranges of a pull end close together.
+CHUNKS_PER_CONNECTION = 4
+READ_SIZE = 1 * MIB
+#: Seconds to wait before each retry of a range that brought no new bytes; a retry that does
+#: bring bytes starts the count again (as huggingface_hub does).
+RETRY_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: A server's Retry-After is honoured up to this many seconds per wait.
+MAX_RETRY_AFTER_S = 60.0
+MAX_REDIRECTS = 5
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+REPORT_INTERVAL_S = 0.1
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def connection_count(explicit: int | None = None) -> int:
+    """``explicit``, else ``OLLAMADS_CONNECTIONS``, else :data:`DEFAULT_CONNECTIONS`."""
+    value: object = explicit if explicit is not None else os.environ.get(CONNECTIONS_ENV)
+    if value is None or value == "":
+        return DEFAULT_CONNECTIONS
+    try:
+        count = int(value)  # type: ignore[arg-type]
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_CONNECTIONS:
+        raise OllamadsError(
+            f"bad number of connections {value!r}",
+            f"use a whole number from 1 to {MAX_CONNECTIONS} (--connections or {CONNECTIONS_ENV})",
+        )
+    return count
+
+
+def chunk_size_for(size: int, connections: int) -> int:
+    """Range size for a file: a few ranges per connection, whole MiB, 8 to 64 MiB."""
+    unit = min(MIB, MIN_CHUNK)
+    wanted = -(-size // (connections * CHUNKS_PER_CONNECTION))
+    wanted = -(-wanted // unit) * unit
+    return min(MAX_CHUNK, max(MIN_CHUNK, wanted))
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _etag_sha256(value: str | None) -> str | None:
+    """The sha256 in an ``X-Linked-Etag`` (``"<hex>"`` or ``W/"<hex>"``), else None."""
+    if not value:
+        return None
+    tag = value.removeprefix("W/").strip('"').lower()
+    return tag if len(tag) == 64 and all(c in "0123456789abcdef" for c in tag) else None
+
+
+class _Retry(Exception):
+    """A range stopped for a reason worth retrying; what arrived is on disk."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait
+
+
+@dataclass
+class _Target:
+    """One file being fetched: its ``.part``, its range table, its hash and where to GET it."""
+
+    file: RemoteFile
+    local: Path
+    state: PartState
+    start_url: str
+    fd: int = -1
+    #: The URL that last answered 206 (the CDN's, after the Hub's redirect); None: ask the Hub.
+    url: str | None = None
+    hashed: int = 0
+    hasher: object = None
+    fetched: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def part(self) -> Path:
+        return self.local.with_name(self.local.name + ".part")
+
+
+class Downloader:
+    """Fetch ``files`` of ``repo`` at ``commit`` into their local paths; see the module doc."""
+
+    def __init__(
+        self,
+        repo: str,
+        commit: str,
+        files: Sequence[tuple[RemoteFile, Path]],
+        *,
+        connections: int | None = None,
+        progress: Progress | None = None,
+        hash_mode: HashMode = "prefix",
+    ) -> None:
+        from huggingface_hub import hf_hub_url
+
+        self.repo, self.commit = repo, commit
+        self.connections = connection_count(connections)
+        self.progress = progress
+        self.hash_mode = hash_mode
+        endpoint = hub_endpoint()
+        self.hub_host = _host(endpoint)
+        self.targets = [
+            _Target(file, local, PartState(repo, file),
+                    hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint))
+            for file, local in files
+        ]
+        self.stop = threading.Event()
+        self._error: BaseException | None = None
+        self._jobs: list[tuple[_Target, int]] = []
+        self._next = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._report_lock = threading.Lock()
+        self._last_report: dict[str, float] = {}
+
+    # --- the whole pull -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Download everything; returns the bytes fetched. Raises the first failure."""
+        try:
+            for target in self.targets:
+                self._open(target)
+            self._jobs = [
+                (t, i) for t in self.targets for i in range(t.state.layout.count)  # type: ignore[union-attr]
+                if t.state.done[i] < self._length(t, i)
+            ]
+            workers = [
+                threading.Thread(target=self._worker, name=f"ollamads-range-{n}", daemon=True)
+                for n in range(min(self.connections, len(self._jobs)))
+            ]
+            hasher = threading.Thread(target=self._hash_all, name="ollamads-hash", daemon=True)
+            for thread in [*workers, hasher]:
+                thread.start()
+            try:
+                for thread in [*workers, hasher]:
+                    while thread.is_alive():
+                        thread.join(0.2)
+            except BaseException:
+                self.stop.set()  # Ctrl-C: every range keeps what it has for the next run
+                with self._wake:
+                    self._wake.notify_all()
+                for thread in [*workers, hasher]:
+                    thread.join()
+                raise
+            if self._error is not None:
+                raise self._error
+            return sum(t.fetched for t in self.targets)
+        finally:
+            for target in self.targets:
+                target.state.close()
+                if target.fd >= 0:
+                    os.close(target.fd)
+                    target.fd = -1
+
+    def _open(self, target: _Target) -> None:
+        """Open the ``.part`` to continue it, or start a fresh, preallocated one."""
+        part = target.part
+        part.parent.mkdir(parents=True, exist_ok=True)
+        if target.state.load(part):
+            target.fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
+            self._report(target, "resumed" if target.state.have else "queued", force=True)
+        else:
+            target.state.discard()
+            target.fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                preallocate(target.fd, target.file.size)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(part.parent, target.file.size, target.file.path) from None
+                raise
+            target.state.start(chunk_size_for(target.file.size, self.connections))
+            self._report(target, "queued", force=True)
+        target.state.open()
+        target.hasher = new_hasher(target.file)
+
+    @staticmethod
+    def _length(target: _Target, index: int) -> int:
+        start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
+        return end - start
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._wake:
+            if self._error is None:
+                self._error = exc
+            self.stop.set()
+            self._wake.notify_all()
+
+    # --- workers: one connection each ----------------------------------------------------------
+
+    def _worker(self) -> None:
+        with requests.Session() as session:
+            try:
+                while not self.stop.is_set():
+                    with self._lock:
+                        if self._next >= len(self._jobs):
+                            return
+                        target, index = self._jobs[self._next]
+                        self._next += 1
+                    self._fetch_range(session, target, index)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self._fail(exc)
+
+    def _fetch_range(self, session: requests.Session, target: _Target, index: int) -> None:
+        start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
+        failures = 0
+        while not self.stop.is_set():
+            before = target.state.done[index]
+            if start + before >= end:
+                return
+            try:
+                self._get(session, target, index, start + before, end)
+            except _Retry as exc:
+                if target.state.done[index] > before:
+                    failures = 0
+                if failures >= len(RETRY_BACKOFF_S):
+                    raise self._gave_up(target, str(exc)) from None
+                wait = exc.wait if exc.wait is not None else RETRY_BACKOFF_S[failures]
+                failures += 1
+                self.stop.wait(wait)
+
+    def _open_response(
+        self, session: requests.Session, target: _Target, pos: int, end: int
+    ) -> requests.Response:
+        """GET ``bytes=pos-(end-1)``, following the Hub's redirect by hand so the token only
+        goes to the Hub's host."""
+        url = target.url or target.start_url
+        cached = target.url is not None
+        for _ in range(MAX_REDIRECTS + 1):
+            on_hub = _host(url) == self.hub_host
+            headers = {
+                **(auth_headers() if on_hub else public_headers()),
+                "Range": f"bytes={pos}-{end - 1}",
+                "Accept-Encoding": "identity",
+            }
+            try:
+                response = session.get(
+                    url, headers=headers, stream=True, allow_redirects=False,
+                    timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if cached:
+                    target.url = None  # the CDN may be what failed: ask the Hub again
+                what = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+                raise _Retry(f"{what} to {_host(url)}") from None
+            if on_hub:
+                self._check_listing(target, response)
+            if response.status_code in _REDIRECTS and "Location" in response.headers:
+                url = urljoin(url, response.headers["Location"])
+                response.close()
+                continue
+            if response.status_code != 206 and cached:
+                # An expired signed URL (403) or a failing CDN node: ask the Hub for a fresh
+                # redirect now; only a fresh URL that fails counts against the retries.
+                target.url = None
+                response.close()
+                url, cached = target.start_url, False
+                continue
+            return response
+        raise HubError(
+            f"the Hub redirected {target.file.path} more than {MAX_REDIRECTS} times",
+            "try again later",
+        )
+
+    def _check_listing(self, target: _Target, response: requests.Response) -> None:
+        listed = target.file.sha256
+        served = _etag_sha256(response.headers.get("X-Linked-Etag"))
+        if listed and served and served != listed:
+            response.close()
+            raise HubError(
+                f"{target.file.path} changed on the Hub since the listing "
+                f"(sha256 {listed[:12]}… is now {served[:12]}…); nothing of the new upload was kept",
+                "re-run the same command: it plans again from the current listing",
+            )
+
+    def _get(self, session: requests.Session, target: _Target, index: int, pos: int, end: int) -> None:
+        with self._open_response(session, target, pos, end) as response:
+            status = response.status_code
+            if status == 206:
+                expected = f"bytes {pos}-{end - 1}/{target.file.size}"
+                if response.headers.get("Content-Range", "").strip() != expected:
+                    raise HubError(
+                        f"the Hub sent the wrong byte range for {target.file.path} "
+                        f"(asked {expected}, got {response.headers.get('Content-Range')!r}); "
+                        "none of it was used",
+                        "try again later; re-running resumes from the bytes already verified",
+                    )
+                target.url = response.url
+                self._read_body(response, target, index, pos, end)
+                return
+            if status == 200:
+                raise HubError(
+                    f"the Hub answered a Range request for {target.file.path} with the whole "
+                    "file (200); none of it was used",
+                    "a proxy between here and the Hub may strip Range headers; try again later",
+                )
+            if status == 416:
+                raise HubError(
+                    f"{target.file.path} is shorter on the Hub than its listing says",
+                    "it is being re-uploaded; re-run the same command later",
+                )
+            if status == 403 and _host(response.url) != self.hub_host:
+                raise _Retry("the CDN refused a signed URL (403)", wait=0.0)
+            if status == 429 or status >= 500:
+                raise _Retry(f"the Hub answered {status}", _retry_after(response.headers.get("Retry-After")))
+            raise status_error(status, response.headers.get("X-Error-Code"), self.repo, target.file.path)
+
+    def _read_body(
+        self, response: requests.Response, target: _Target, index: int, pos: int, end: int
+    ) -> None:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        raw = response.raw
+        # read1 hands over what has arrived instead of waiting for a full buffer: a kill loses
+        # almost nothing, and progress moves smoothly. Old urllib3 lacks it.
+        read = raw.read1 if hasattr(raw, "read1") else raw.read
+        start = target.state.layout.bounds(index)[0]  # type: ignore[union-attr]
+        while pos < end:
+            if self.stop.is_set():
+                return
+            try:
+                data = read(min(READ_SIZE, end - pos))
+            except (Urllib3Error, OSError):  # reading only: disk errors come from pwrite
+                raise _Retry("the connection broke off") from None
+            if not data:
+                raise _Retry("the connection broke off")
+            try:
+                pwrite_all(target.fd, data, pos)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(
+                        target.part.parent, target.file.size - target.state.have, target.file.path
+                    ) from None
+                raise
+            pos += len(data)
+            target.state.set_done(index, pos - start)
+            with self._lock:
+                target.fetched += len(data)
+            self._report(target, "downloading")
+            if self.hash_mode == "prefix":
+                with self._wake:
+                    self._wake.notify_all()
+
+    def _gave_up(self, target: _Target, reason: str) -> HubError:
+        have = target.state.have
+        return HubError(
+            f"{target.file.path}: {reason}, {len(RETRY_BACKOFF_S)} retries brought no new bytes "
+            f"({have / GB:.2f} of {target.file.size / GB:.2f} GB kept in {target.part.name})",
+            "check the network and re-run the same command: it resumes from there",
+        )
+
+    # --- hashing and finishing, in file order --------------------------------------------------
+
+    def _hash_all(self) -> None:
+        try:
+            for target in self.targets:
+                if not self._hash(target):
+                    return
+                self._finish(target)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._fail(exc)
+
+    def _hash(self, target: _Target) -> bool:
+        """Hash the part as far as it is contiguous; True once the whole file is hashed."""
+        size = target.file.size
+        while target.hashed < size:
+            if self.stop.is_set():
+                return False
+            ready = target.state.prefix() if self.hash_mode == "prefix" else (
+                size if target.state.have >= size else 0
+            )
+            if ready > target.hashed:
+                if self.hash_mode == "after" and target.hashed == 0:
+                    self._report(target, "verifying", force=True)
+                target.hashed += self._hash_range(target, target.hashed, ready)
+                continue
+            with self._wake:
+                self._wake.wait(0.2)
+        return True
+
+    def _hash_range(self, target: _Target, start: int, end: int) -> int:
+        pos = start
+        while pos < end:
+            data = os.pread(target.fd, min(8 * MIB, end - pos), pos)
+            if not data:
+                break
+            target.hasher.update(data)  # type: ignore[attr-defined]
+            pos += len(data)
+        return pos - start
+
+    def _finish(self, target: _Target) -> None:
+        got = digest_of(target.file, target.hasher.hexdigest())  # type: ignore[attr-defined]
+        if got != target.file.digest:
+            os.close(target.fd)
+            target.fd = -1
+            target.part.unlink(missing_ok=True)
+            target.state.discard()
+            raise ChecksumError(
+                f"{target.file.path} arrived corrupted (got {got[:19]}…, "
+                f"the Hub lists {target.file.digest[:19]}…); deleted it",
+                "re-run the same command to download it again",
+            )
+        os.fsync(target.fd)  # the rename must not publish bytes still only in the page cache
+        os.close(target.fd)
+        target.fd = -1
+        os.replace(target.part, target.local)
+        target.state.discard()
+        remember_verified(self.repo, target.file, target.local)
+        self._report(target, "done", force=True)
+
+    # --- progress ------------------------------------------------------------------------------
+
+    def _report(self, target: _Target, state: str, *, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        with self._report_lock:
+            last = self._last_report.get(target.file.path, 0.0)
+            if not force and now - last < REPORT_INTERVAL_S:
+                return
+            self._last_report[target.file.path] = now
+            done = target.file.size if state == "done" else target.state.have
+            self.progress(ProgressEvent("download", target.file.path, done, target.file.size, state))
+
+
+__all__ = [
+    "CONNECTIONS_ENV",
+    "DEFAULT_CONNECTIONS",
+    "Downloader",
+    "HashMode",
+    "chunk_size_for",
+    "connection_count",
+]

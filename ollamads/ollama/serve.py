@@ -1,0 +1,193 @@
+"""``ollamads serve``: an ``ollama serve`` set up the way 100+ GB DeepSeek GGUFs want it.
+
+The settings come from Unsloth's guides and Ollama's issue tracker (shared notes): flash attention
+on (it is what lets the KV cache be quantised), an 8-bit KV cache (DeepSeek's guides: 8-bit is
+fine, 4-bit is clearly worse), a load timeout long enough to read 170-480 GB from disk, and a
+keep-alive so a loaded model is not dropped between two questions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ollamads.errors import OllamadsError, ServerError, ToolNotFoundError
+from ollamads.ollama.api import answers
+from ollamads.ollama.versions import ServerInfo, normalize_host
+from ollamads.paths import ollamads_home
+
+SERVE_START_TIMEOUT_S = 60.0
+
+DEFAULT_BIND = "127.0.0.1:11434"
+MODEL_ENVIRONMENT: Mapping[str, str] = {
+    "OLLAMA_FLASH_ATTENTION": "1",
+    "OLLAMA_KV_CACHE_TYPE": "q8_0",
+    # The default 5 minute stall timer trips while a 200 GB model is still being read.
+    "OLLAMA_LOAD_TIMEOUT": "30m",
+    "OLLAMA_KEEP_ALIVE": "30m",
+}
+
+
+def default_ollama_models() -> Path:
+    """Where ``ollamads serve`` keeps Ollama's store: OLLAMA_MODELS if set, else <home>/ollama."""
+    explicit = os.environ.get("OLLAMA_MODELS")
+    return Path(explicit).expanduser() if explicit else ollamads_home() / "ollama"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    models_dir: Path
+    bind: str = DEFAULT_BIND
+    environment: Mapping[str, str] = field(default_factory=lambda: dict(MODEL_ENVIRONMENT))
+
+    @property
+    def url(self) -> str:
+        host = self.bind if "://" in self.bind else f"http://{self.bind}"
+        return host.replace("0.0.0.0", "127.0.0.1")
+
+    def open_webui_hint(self) -> str:
+        return f"OLLAMA_BASE_URL={self.url} open-webui serve"
+
+
+def serve_settings(models_dir: Path | None = None, bind: str | None = None) -> ServeSettings:
+    """Check the store is writable before a server is started on it."""
+    directory = (models_dir or default_ollama_models()).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".ollamads-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OllamadsError(
+            f"OLLAMA_MODELS {directory} is not writable ({exc.strerror})",
+            "choose another folder with --models or fix its permissions",
+        ) from exc
+    return ServeSettings(models_dir=directory, bind=bind or DEFAULT_BIND)
+
+
+def find_ollama(explicit: str | None = None) -> str:
+    """The ``ollama`` binary: explicit path, ``OLLAMADS_OLLAMA``, then PATH; with
+    ``OLLAMADS_DEV_TOOLCHAIN=1`` also the newest one scripts/toolchain.sh built."""
+    for candidate in (explicit, os.environ.get("OLLAMADS_OLLAMA")):
+        if candidate:
+            if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+                return candidate
+            raise ToolNotFoundError(
+                f"ollama binary {candidate!r} does not exist or is not executable",
+                "pass the path of an installed `ollama`",
+            )
+    on_path = shutil.which("ollama")
+    if on_path:
+        return on_path
+    from ollamads.toolchain import built_ollama_binaries, dev_toolchain_enabled
+
+    built = built_ollama_binaries() if dev_toolchain_enabled() else []
+    if built:
+        return str(built[-1])
+    raise ToolNotFoundError(
+        "no `ollama` binary found on PATH",
+        "install Ollama, or set OLLAMADS_OLLAMA to its path",
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OllamaServe:
+    """A real ``ollama serve`` child process on a loopback port.
+
+    Use as a context manager; the server is stopped (and its log kept at ``log_path``) on exit.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        binary: str | None = None,
+        host: str | None = None,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.binary = find_ollama(binary)
+        self.models_dir = Path(models_dir)
+        self.bind = host or f"127.0.0.1:{free_port()}"
+        self.url = normalize_host(self.bind)
+        self.extra_env = dict(env or {})
+        self.log_path = log_path or self.models_dir.parent / f"ollama-serve-{os.getpid()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.info: ServerInfo | None = None
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            OLLAMA_HOST=self.bind,
+            OLLAMA_MODELS=str(self.models_dir),
+            OLLAMA_NOPRUNE="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = SERVE_START_TIMEOUT_S) -> ServerInfo:
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [self.binary, "serve"],
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"`ollama serve` exited with code {self.process.returncode}: {self.log_tail(1)}",
+                    f"see the server log {self.log_path}",
+                )
+            info = answers(self.url)
+            if info:
+                self.info = info
+                return info
+            time.sleep(0.2)
+        self.stop()
+        raise ServerError(
+            f"`ollama serve` did not answer at {self.url} within {timeout:.0f}s",
+            f"see the server log {self.log_path}",
+        )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> OllamaServe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
