@@ -1,7 +1,8 @@
 """``ollamads demo``: the whole pipeline on the built-in tiny DeepSeek V3.1, no downloads.
 
-Split shards -> merge if the server's line needs it -> Modelfile -> a real ``ollama serve``
-(or the one at OLLAMA_HOST) -> register -> chat with think on and off. The tiny model has random
+Split shards -> a real ``ollama serve`` (or the one at OLLAMA_HOST) -> Modelfile -> register by
+the cheapest route the server allows (merging if its line needs one file) -> chat with think on
+and off. The tiny model has random
 weights, so the words are gibberish; every step is real.
 """
 
@@ -17,9 +18,8 @@ from pathlib import Path
 import ollama
 
 from ollamads.catalog.families import get_family
-from ollamads.gguf.merge import merge
 from ollamads.ollama.modelfile import ModelDefinition
-from ollamads.ollama.register import register
+from ollamads.registration import plan_registration, register_files
 from ollamads.ollama.api import answers
 from ollamads.ollama.versions import ServerInfo
 from ollamads.ollama.serve import OllamaServe
@@ -82,15 +82,6 @@ def run_demo(
         server = stack.enter_context(_server(workdir, report, ollama_binary))
         server.require_think()
         files: list[Path] = list(shards)
-        if not server.accepts_split_gguf:
-            out = workdir / "merged" / shards[0].name.replace("-00001-of-", "-merged-of-")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            result = merge(shards[0], out)
-            report(f"Ollama {server.version} needs one file: merged with {result.method} -> {out.name}")
-            files = [out]
-        else:
-            report(f"Ollama {server.version} takes split GGUFs: registering the shards as they are")
-
         definition = ModelDefinition.for_family(
             DEMO_MODEL, family, files, server=server, parameters=DEMO_PARAMETERS,
             title="ollamads demo: tiny DeepSeek V3.1 (random weights)",
@@ -100,8 +91,15 @@ def run_demo(
         prompt_format = f"RENDERER {definition.renderer}" if definition.renderer else "Go TEMPLATE"
         report(f"rendered {modelfile} ({prompt_format}, {len(definition.parameters)} parameters)")
 
-        registered = register(server, definition)
-        report(f"registered {DEMO_MODEL} ({registered.bytes_uploaded:,} bytes uploaded)")
+        plan = plan_registration(server, files, merged_path=workdir / "merged" / "demo.gguf")
+        if plan.merged_path is not None:
+            plan.merged_path.parent.mkdir(parents=True, exist_ok=True)
+        registered = register_files(plan, definition, report=report)
+        report(
+            f"registered {DEMO_MODEL} by the {registered.route} route "
+            f"({registered.bytes_written:,} bytes written into the store, "
+            f"{registered.bytes_uploaded:,} uploaded)"
+        )
 
         client = ollama.Client(host=server.host)
         turns = []

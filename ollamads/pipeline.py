@@ -9,27 +9,25 @@ model registered from the same files with the same definition is left as it is.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ollamads.catalog import CatalogEntry, load_catalog
 from ollamads.errors import HubError
-from ollamads.gguf.merge import merge
 from ollamads.gguf.shards import parse_shard_name
 from ollamads.hub import PullPlan, PullResult, RemoteFile, paths_info, plan_pull, pull, repo_commit, tree
 from ollamads.locking import exclusive
 from ollamads.ollama.api import OllamaAPI, probe
 from ollamads.ollama.modelfile import ModelDefinition, TemplateMode
-from ollamads.ollama.register import sha256_file
-from ollamads.ollama.serve import default_ollama_models
+from ollamads.ollama.store import Placement, StoreCheck, find_store
 from ollamads.ollama.versions import ServerInfo
-from ollamads.paths import ollamads_home, read_record, write_record
-from ollamads.progress import Progress, bytes_callback
+from ollamads.paths import ollamads_home
+from ollamads.progress import Progress
+from ollamads.registration import Route, choose_route, disk_needs, plan_registration, register_files
 from ollamads.units import DiskNeed, check_space, shortfalls
 
 Report = Callable[[str], None]
-MERGE_RECORD_SUFFIX = ".ollamads.json"
 
 
 # --- which files make a quant ----------------------------------------------------------------
@@ -97,7 +95,7 @@ def pull_quant(
     return pull(plan, progress=progress, connections=connections)
 
 
-# --- create ----------------------------------------------------------------------------------
+# --- create ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -106,25 +104,34 @@ class CreatePlan:
     name: str
     server: ServerInfo
     pull: PullPlan
-    merged_path: Path | None  # where the merged file goes when the server needs one file
-    merge_done: bool
+    route: Route
+    store: StoreCheck
+    #: <= v0.24 with split files and no local store: the merged file is written here, then sent.
+    merged_path: Path | None
     needs: tuple[DiskNeed, ...]
+    delete_shards: bool = False
 
     def shortfalls(self) -> list[str]:
         """One line per filesystem that cannot hold what is planned for it."""
         return [s.describe() for s in shortfalls(self.needs)]
+
+    def describe_route(self) -> str:
+        return f"{self.route} ({self.store.reason})"
 
 
 @dataclass(frozen=True)
 class CreateResult:
     name: str
     server: ServerInfo
+    route: Route
     files: tuple[Path, ...]
     modelfile: Path
     bytes_downloaded: int
     bytes_uploaded: int
-    merged: bool
+    bytes_written: int
+    placements: Mapping[str, Placement]
     created: bool  # False when the same model was already registered
+    deleted_shards: bool = False
 
 
 def _merged_path(plan: PullPlan) -> Path | None:
@@ -135,63 +142,23 @@ def _merged_path(plan: PullPlan) -> Path | None:
     return first.with_name(f"{parsed[0]}.gguf")
 
 
-def _merge_record(merged: Path) -> Path:
-    return merged.with_name(merged.name + MERGE_RECORD_SUFFIX)
-
-
-def _merge_is_done(plan: PullPlan, merged: Path) -> bool:
-    record = read_record(_merge_record(merged))
-    sources = {f.local.name: f.digest for f in plan.files}
-    return (
-        record.get("sources") == sources
-        and merged.is_file()
-        and merged.stat().st_size == record.get("size")
-    )
-
-
-def server_store() -> Path | None:
-    """The server's OLLAMA_MODELS when it is this machine's (as `ollamads serve` sets it)."""
-    return default_ollama_models()
-
-
-def plan_create(spec: str, *, name: str | None = None, host: str | None = None) -> CreatePlan:
+def plan_create(
+    spec: str, *, name: str | None = None, host: str | None = None, delete_shards: bool = False
+) -> CreatePlan:
     entry = load_catalog().resolve(spec)
     server = probe(host)
     if entry.prompt_family.can_think:
         server.require_think()
     pull_plan = plan_quant_pull(entry)
-    merged = None if server.accepts_split_gguf else _merged_path(pull_plan)
-    merge_done = merged is not None and _merge_is_done(pull_plan, merged)
-    needs = []
-    if not merge_done:
-        needs.append(pull_plan.disk_need())
-    if merged is not None and not merge_done:
-        needs.append(DiskNeed("merged file", merged.parent, pull_plan.bytes_total))
-    store = server_store()
-    if store is not None:
-        needs.append(DiskNeed("Ollama blobs", store, pull_plan.bytes_total))
-        if server.accepts_split_gguf:
-            # v0.30+ rewrites every GGUF layer once with llama-quantize at create time.
-            needs.append(DiskNeed("Ollama's rewrite", store, pull_plan.bytes_total))
-    return CreatePlan(
-        entry=entry,
-        name=name or entry.ollama_name,
-        server=server,
-        pull=pull_plan,
-        merged_path=merged,
-        merge_done=merge_done,
-        needs=tuple(needs),
-    )
-
-
-def _registration_record(server: ServerInfo, name: str) -> Path:
-    key = hashlib.sha256(f"{server.host}\0{name}".encode()).hexdigest()[:16]
-    return ollamads_home() / "registered" / f"{key}.json"
-
-
-def _is_registered(api: OllamaAPI, server: ServerInfo, name: str, request: Mapping[str, object]) -> bool:
-    record = read_record(_registration_record(server, name))
-    return record.get("request") == request and api.show(name) is not None
+    store = find_store(server)
+    split = len(pull_plan.files) > 1
+    route = choose_route(server, store.store, split=split)
+    merged = _merged_path(pull_plan) if route == "upload" and split and not server.accepts_split_gguf else None
+    needs = [pull_plan.disk_need()]
+    needs += disk_needs(route, server, store.store, size=pull_plan.bytes_total,
+                        files_dir=pull_plan.directory, merged_path=merged)
+    return CreatePlan(entry, name or entry.ollama_name, server, pull_plan, route, store, merged,
+                      tuple(needs), delete_shards)
 
 
 def create(
@@ -202,66 +169,50 @@ def create(
     keep_shards: bool = True,
     template_mode: TemplateMode | None = None,
     parameters: Mapping[str, object] | None = None,
-    merge_method: str = "auto",
     connections: int | None = None,
     report: Report = lambda line: None,
     progress: Progress | None = None,
 ) -> CreateResult:
-    plan = plan_create(spec, name=name, host=host)
+    """Download, verify, and register ``spec`` by the cheapest route the server allows."""
+    plan = plan_create(spec, name=name, host=host, delete_shards=not keep_shards)
     check_space(plan.needs, plan.entry.spec,
                 "free some space or point OLLAMADS_HOME / OLLAMA_MODELS at a bigger disk")
     server, entry = plan.server, plan.entry
-    api = OllamaAPI(server.host)
     lock = ollamads_home() / "locks" / (hashlib.sha256(f"{server.host}\0{plan.name}".encode()).hexdigest()[:16])
     with exclusive(lock, f"creating {plan.name} on {server.host}"):
-        downloaded = 0
-        merged = plan.merged_path
-        if plan.merge_done:
-            assert merged is not None
-            report(f"{merged.name} is already merged from verified shards")
-            files: tuple[Path, ...] = (merged,)
-            digests = {merged.name: str(read_record(_merge_record(merged))["sha256"])}
-        else:
-            result = pull(plan.pull, progress=progress, connections=connections)
-            downloaded = result.bytes_downloaded
-            report(f"{len(result.paths)} file(s) present and verified ({downloaded:,} bytes downloaded)")
-            files, digests = result.paths, result.digests
-            if merged is not None:
-                report(f"Ollama {server.version} cannot load split GGUFs: merging {len(files)} shards")
-                outcome = merge(files[0], merged, method=merge_method, force=True,  # type: ignore[arg-type]
-                                progress=bytes_callback(progress, "merge", merged.name))
-                digest = sha256_file(merged, bytes_callback(progress, "verify", merged.name))
-                write_record(
-                    _merge_record(merged),
-                    {"sources": {f.local.name: f.digest for f in plan.pull.files},
-                     "size": merged.stat().st_size, "sha256": digest},
-                )
-                report(f"merged with {outcome.method}: {merged}")
-                if not keep_shards:
-                    for shard in files:
-                        shard.unlink(missing_ok=True)
-                    report("deleted the shards (--delete-shards)")
-                files, digests = (merged,), {merged.name: digest}
-
+        result = pull(plan.pull, progress=progress, connections=connections)
+        report(f"{len(result.paths)} file(s) present and verified "
+               f"({result.bytes_downloaded:,} bytes downloaded)")
+        files = result.paths
         definition = ModelDefinition.for_family(
             plan.name, entry.prompt_family, list(files), server=server, mode=template_mode,
             parameters={**entry.parameters, **(parameters or {})},
             title=f"{entry.model.title} {entry.quant.hub_name} ({entry.repo})",
         )
+        registration = plan_registration(server, files, merged_path=plan.merged_path, store_check=plan.store)
+        outcome = register_files(registration, definition, known_digests=result.digests,
+                                 progress=progress, report=report)
         modelfile = files[0].parent / f"Modelfile.{server.line}"
         modelfile.write_text(definition.modelfile(f"Ollama {server.version}"), encoding="utf-8")
-
-        uploaded = 0
-        for path in files:
-            uploaded += api.push_blob(path, digests[path.name], bytes_callback(progress, "upload", path.name))
-        request = definition.create_request(digests)
-        created = not _is_registered(api, server, plan.name, request)
-        if created:
-            api.create(request, on_status=lambda s: report(f"ollama: {s}"))
-            write_record(_registration_record(server, plan.name), {"request": request})
-        else:
-            report(f"{plan.name} is already registered from these files")
+        deleted = False
+        if not keep_shards:
+            deleted = _delete_downloads(OllamaAPI(server.host), plan, files, report)
     return CreateResult(
-        name=plan.name, server=server, files=files, modelfile=modelfile,
-        bytes_downloaded=downloaded, bytes_uploaded=uploaded, merged=merged is not None, created=created,
+        name=plan.name, server=server, route=outcome.route, files=files, modelfile=modelfile,
+        bytes_downloaded=result.bytes_downloaded, bytes_uploaded=outcome.bytes_uploaded,
+        bytes_written=outcome.bytes_written, placements=outcome.placements,
+        created=outcome.created, deleted_shards=deleted,
     )
+
+
+def _delete_downloads(api: OllamaAPI, plan: CreatePlan, files: Sequence[Path], report: Report) -> bool:
+    """``--delete-shards``: only once the server confirms the model, so a failure keeps them."""
+    if api.show(plan.name) is None:
+        report(f"kept the downloads: the server does not list {plan.name}")
+        return False
+    for path in files:
+        path.unlink(missing_ok=True)
+    if plan.merged_path is not None:
+        plan.merged_path.unlink(missing_ok=True)
+    report(f"deleted the downloaded files ({len(files)}) now that the server has {plan.name}")
+    return True

@@ -36,7 +36,7 @@ def register_command(
     from ollamads.gguf.shards import open_shard_set
     from ollamads.ollama.api import probe
     from ollamads.ollama.modelfile import ModelDefinition, parse_parameters
-    from ollamads.ollama.register import register
+    from ollamads.registration import plan_registration, register_files
 
     overrides = parse_parameters(parameter or [])
     for path in files:
@@ -54,15 +54,24 @@ def register_command(
         mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
     )
     text = definition.modelfile(f"Ollama {server.version}")
+    plan = plan_registration(server, list(shard_set.paths))
     if dry_run:
         typer.echo(text, nl=False)
+        typer.echo(f"# route: {plan.route} ({plan.store_reason})")
         return
+    from ollamads.units import check_space
+
+    check_space(plan.needs, name)
     if modelfile:
         modelfile.write_text(text, encoding="utf-8")
     console = stderr_console()
     with progress_display(console) as progress:
-        result = register(server, definition, progress=progress)
-    console.print(f"registered {result.name} ({result.bytes_uploaded:,} bytes uploaded)")
+        result = register_files(plan, definition, progress=progress,
+                                report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True))
+    console.print(
+        f"registered {result.name} ({result.route}: {result.bytes_written:,} bytes written into the "
+        f"store, {result.bytes_uploaded:,} uploaded)", soft_wrap=True,
+    )
     typer.echo(f"ollama run {result.name}")
 
 

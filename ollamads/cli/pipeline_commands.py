@@ -39,13 +39,16 @@ def create(
     overrides = parse_parameters(parameter or [])
     console = stderr_console()
     if dry_run:
-        plan = plan_create(model, name=name, host=host)
+        from ollamads.units import format_bytes, shortfalls
+
+        plan = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
         typer.echo(format_plan(plan.pull))
-        if plan.merged_path:
-            typer.echo(f"Ollama {plan.server.version} needs one file: merge into {plan.merged_path}"
-                       + (" (already done)" if plan.merge_done else ""))
-        for line in plan.shortfalls():
-            typer.echo(f"NOT ENOUGH DISK: {line}")
+        typer.echo(f"Ollama {plan.server.version} at {plan.server.host}: {plan.describe_route()}")
+        for need in plan.needs:
+            if need.bytes:
+                typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+        for short in shortfalls(plan.needs):
+            typer.echo(f"NOT ENOUGH DISK: {short.describe()}")
         typer.echo(f"would register {plan.name}")
         return
     with progress_display(console) as progress:
@@ -53,13 +56,16 @@ def create(
             model, name=name, host=host, keep_shards=keep_shards,
             template_mode=choice_value(template_mode),  # type: ignore[arg-type]
             parameters=overrides, connections=connections,
-            report=lambda line: console.print(f"[bold cyan]>[/] {line}"), progress=progress,
+            report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True),
+            progress=progress,
         )
     console.print(
-        f"{result.name}: {result.bytes_downloaded:,} bytes downloaded, {result.bytes_uploaded:,} uploaded"
-        + ("" if result.created else ", already registered")
+        f"{result.name}: {result.bytes_downloaded:,} bytes downloaded, "
+        f"{result.bytes_written:,} written into the store, {result.bytes_uploaded:,} uploaded "
+        f"(route: {result.route})" + ("" if result.created else ", already registered"),
+        soft_wrap=True,
     )
-    console.print(f"Modelfile: {result.modelfile}")
+    console.print(f"Modelfile: {result.modelfile}", soft_wrap=True)
     typer.echo(f"ollama run {result.name}")
 
 

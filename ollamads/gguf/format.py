@@ -29,6 +29,8 @@ GGML_MAX_DIMS = 4
 LFS_POINTER_MAGIC = b"vers"
 
 KEY_ARCHITECTURE = "general.architecture"
+KEY_FILE_TYPE = "general.file_type"
+KEY_QUANTIZATION_VERSION = "general.quantization_version"
 KEY_ALIGNMENT = "general.alignment"
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 KEY_SPLIT_NO = "split.no"

@@ -33,7 +33,12 @@ from ollamads.errors import (
 )
 from ollamads.fileio import Copier, TrailingHasher, atomic_output, write_all
 from ollamads.gguf.format import (
+    GGUF_DEFAULT_ALIGNMENT,
+    KEY_FILE_TYPE,
+    KEY_QUANTIZATION_VERSION,
     KEY_SPLIT_COUNT,
+    KEY_SPLIT_NO,
+    KEY_SPLIT_TENSORS_COUNT,
     GGUFValueType,
     TensorInfo,
     align_up,
@@ -80,26 +85,78 @@ class _Layout:
     alignment: int
 
 
-def _layout(shards: ShardSet) -> _Layout:
+#: How the one merged file is laid out:
+#: ``gguf-split``: what ``llama-gguf-split --merge`` writes (shard order, split.count = 0 kept);
+#: ``quantize-copy``: what ``llama-quantize --allow-requantize IN OUT COPY`` writes, which is the
+#: model blob Ollama v0.30+ stores for a GGUF (split keys dropped, quantization_version and
+#: file_type moved to the end, tensors in llama.cpp's weight order, 32-byte alignment).
+MergeLayout = Literal["gguf-split", "quantize-copy"]
+GGML_QNT_VERSION = 2
+
+
+def _blk_order(name: str) -> tuple[int, bytes]:
+    """llama.cpp's weight_name_comparer: tensors outside ``blk.N.`` first, then by N, by name."""
+    layer = -1
+    if name.startswith("blk."):
+        digits = ""
+        for char in name[4:]:
+            if not char.isdigit():
+                break
+            digits += char
+        if digits and name[4 + len(digits) : 5 + len(digits)] == ".":
+            layer = int(digits)
+    return layer, name.encode("utf-8", "surrogateescape")
+
+
+def quantize_copy_supported(shards: ShardSet) -> bool:
+    """Whether :func:`write_merged` can write the ``quantize-copy`` layout for these files."""
+    first = shards.headers[0]
+    file_type = first.kv.get(KEY_FILE_TYPE)
+    return (
+        file_type is not None
+        and file_type[0] == GGUFValueType.UINT32
+        and first.alignment == GGUF_DEFAULT_ALIGNMENT
+    )
+
+
+def _layout(shards: ShardSet, style: MergeLayout = "gguf-split") -> _Layout:
     first = shards.headers[0]
     kv = dict(first.kv)
-    # llama-gguf-split sets split.count = 0 as u16, and setting a key appends it.
-    kv.pop(KEY_SPLIT_COUNT, None)
-    kv[KEY_SPLIT_COUNT] = (GGUFValueType.UINT16, 0)
-    align = first.alignment
-    infos, pieces, offset, data_bytes = [], [], 0, 0
-    for h in shards.headers:
-        spans = []
-        for t in h.tensors:
-            n = t.nbytes
-            infos.append(TensorInfo(t.name, t.shape[: ggml_n_dims(t.shape)], t.ggml_type, offset))
-            spans.append((h.data_offset + t.offset, n))
-            offset += align_up(n, align)
-            data_bytes += n
-        pieces.append((h.path, tuple(spans)))
+    entries = [(h, t) for h in shards.headers for t in h.tensors]
+    if style == "gguf-split":
+        # llama-gguf-split sets split.count = 0 as u16, and setting a key appends it.
+        kv.pop(KEY_SPLIT_COUNT, None)
+        kv[KEY_SPLIT_COUNT] = (GGUFValueType.UINT16, 0)
+        align = first.alignment
+    else:
+        if not quantize_copy_supported(shards):
+            raise ShardSetError(
+                f"{first.path.name} has no uint32 {KEY_FILE_TYPE} or a non-default alignment",
+                "register it through the server instead",
+            )
+        file_type = kv.pop(KEY_FILE_TYPE)
+        kv.pop(KEY_QUANTIZATION_VERSION, None)
+        kv[KEY_QUANTIZATION_VERSION] = (GGUFValueType.UINT32, GGML_QNT_VERSION)
+        kv[KEY_FILE_TYPE] = file_type
+        for key in (KEY_SPLIT_NO, KEY_SPLIT_COUNT, KEY_SPLIT_TENSORS_COUNT):
+            kv.pop(key, None)
+        entries.sort(key=lambda e: _blk_order(e[1].name))
+        align = GGUF_DEFAULT_ALIGNMENT
+    infos, offset, data_bytes = [], 0, 0
+    pieces: list[tuple[Path, list[tuple[int, int]]]] = []
+    for h, t in entries:
+        n = t.nbytes
+        infos.append(TensorInfo(t.name, t.shape[: ggml_n_dims(t.shape)], t.ggml_type, offset))
+        if not pieces or pieces[-1][0] != h.path:
+            pieces.append((h.path, []))
+        pieces[-1][1].append((h.data_offset + t.offset, n))
+        offset += align_up(n, align)
+        data_bytes += n
     header = pack_header(kv, infos)
     header += bytes(align_up(len(header), align) - len(header))
-    return _Layout(header, tuple(pieces), data_bytes, len(header) + offset, align)
+    return _Layout(
+        header, tuple((p, tuple(spans)) for p, spans in pieces), data_bytes, len(header) + offset, align
+    )
 
 
 def _require_split(shards: ShardSet) -> None:
@@ -124,18 +181,27 @@ def _check_space(directory: Path, needed: int) -> None:
                 "free up space or write the merged file to another disk")
 
 
-def merged_size(shards: ShardSet) -> int:
+def merged_size(shards: ShardSet, style: MergeLayout = "gguf-split") -> int:
     """Bytes of the merged file (header, padding and every tensor)."""
-    return _layout(shards).total_bytes
+    return _layout(shards, style).total_bytes
 
 
 def write_merged(
-    shards: ShardSet, fd: int, *, progress: ByteProgress | None = None, sha256: bool = False
+    shards: ShardSet,
+    fd: int,
+    *,
+    style: MergeLayout = "gguf-split",
+    progress: ByteProgress | None = None,
+    sha256: bool = False,
 ) -> str | None:
     """Write the merged GGUF to ``fd`` (at its current position, which must be 0 when hashing);
-    with ``sha256`` return its hex digest, computed while it is written. ``fd`` is fsynced."""
-    _require_split(shards)
-    layout = _layout(shards)
+    with ``sha256`` return its hex digest, computed while it is written. ``fd`` is fsynced.
+
+    The ``quantize-copy`` layout also takes a single file (it reorders, as llama-quantize does).
+    """
+    if style == "gguf-split":
+        _require_split(shards)
+    layout = _layout(shards, style)
     hasher = TrailingHasher(fd) if sha256 else None
     written = 0
 

@@ -181,12 +181,22 @@ class ModelDefinition:
             parameters=parameter_lines(self.parameters),
         )
 
+    def with_files(self, files: Sequence[Path]) -> ModelDefinition:
+        """The same model made from other files (a merged file instead of the shards)."""
+        from dataclasses import replace
+
+        return replace(self, files=tuple(Path(f) for f in files))
+
+    def parameters_json(self) -> dict[str, object]:
+        """The parameters as the create request (and the server's params blob) holds them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.parameters.items()}
+
     def create_request(self, digests: Mapping[str, str]) -> dict[str, object]:
         """The ``/api/create`` body; ``digests`` maps each file's name to ``sha256:<hex>``."""
         body: dict[str, object] = {
             "model": self.name,
             "files": {f.name: digests[f.name] for f in self.files},
-            "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in self.parameters.items()},
+            "parameters": self.parameters_json(),
             "stream": True,
         }
         if self.mode == "renderer":

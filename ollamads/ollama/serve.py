@@ -160,7 +160,10 @@ class OllamaServe:
                 )
             info = answers(self.url)
             if info:
+                from ollamads.ollama.store import remember_serve
+
                 self.info = info
+                remember_serve(info.host, self.models_dir)
                 return info
             time.sleep(0.2)
         self.stop()
