@@ -22,7 +22,7 @@ from ollamads.ollama.api import OllamaAPI, probe
 from ollamads.ollama.modelfile import ModelDefinition, TemplateMode
 from ollamads.ollama.store import Placement, StoreCheck, find_store
 from ollamads.ollama.versions import ServerInfo
-from ollamads.paths import ollamads_home
+from ollamads.paths import ollamads_home, read_record, write_record
 from ollamads.progress import Progress
 from ollamads.registration import Route, choose_route, disk_needs, plan_registration, register_files
 from ollamads.units import DiskNeed, check_space, shortfalls
@@ -180,6 +180,19 @@ def create(
     server, entry = plan.server, plan.entry
     lock = ollamads_home() / "locks" / (hashlib.sha256(f"{server.host}\0{plan.name}".encode()).hexdigest()[:16])
     with exclusive(lock, f"creating {plan.name} on {server.host}"):
+        api = OllamaAPI(server.host)
+        sources = {f.path: f.digest for f in plan.pull.files}
+        record_path = _created_record(server, plan.name)
+        done = read_record(record_path)
+        if done.get("sources") == sources and done.get("parameters") == dict(parameters or {}) \
+                and done.get("template_mode") == template_mode and api.show(plan.name) is not None:
+            # Made from these very files before (perhaps with --delete-shards): nothing to do.
+            report(f"{plan.name} is already registered from these files")
+            return CreateResult(
+                name=plan.name, server=server, route=plan.route, files=plan.pull.paths,
+                modelfile=Path(str(done.get("modelfile", ""))), bytes_downloaded=0,
+                bytes_uploaded=0, bytes_written=0, placements={}, created=False,
+            )
         result = pull(plan.pull, progress=progress, connections=connections)
         report(f"{len(result.paths)} file(s) present and verified "
                f"({result.bytes_downloaded:,} bytes downloaded)")
@@ -194,15 +207,24 @@ def create(
                                  progress=progress, report=report)
         modelfile = files[0].parent / f"Modelfile.{server.line}"
         modelfile.write_text(definition.modelfile(f"Ollama {server.version}"), encoding="utf-8")
+        write_record(record_path, {
+            "sources": sources, "parameters": dict(parameters or {}),
+            "template_mode": template_mode, "modelfile": str(modelfile),
+        })
         deleted = False
         if not keep_shards:
-            deleted = _delete_downloads(OllamaAPI(server.host), plan, files, report)
+            deleted = _delete_downloads(api, plan, files, report)
     return CreateResult(
         name=plan.name, server=server, route=outcome.route, files=files, modelfile=modelfile,
         bytes_downloaded=result.bytes_downloaded, bytes_uploaded=outcome.bytes_uploaded,
         bytes_written=outcome.bytes_written, placements=outcome.placements,
         created=outcome.created, deleted_shards=deleted,
     )
+
+
+def _created_record(server: ServerInfo, name: str) -> Path:
+    key = hashlib.sha256(f"{server.host}\0{name}".encode()).hexdigest()[:16]
+    return ollamads_home() / "created" / f"{key}.json"
 
 
 def _delete_downloads(api: OllamaAPI, plan: CreatePlan, files: Sequence[Path], report: Report) -> bool:

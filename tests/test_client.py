@@ -34,6 +34,7 @@ from ollamads.catalog.families import ASSISTANT, FAMILIES, get_family
 from ollamads.ollama.modelfile import ModelDefinition, go_template
 from ollamads.ollama.register import register
 from ollamads.ollama.versions import ServerInfo
+from tests.support.reference import render_prompt
 from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_model
 
@@ -289,18 +290,26 @@ def test_v31_think_reaches_the_server_as_the_prompt_suffix(
     assert body["think"] is sent
     prompt = rendered(server, body)
     assert prompt.endswith(f"<｜User｜>hi{ASSISTANT}{suffix}"), prompt
-    assert client.render_prompt(model, HI, think=think) == prompt
+    assert render_prompt(client, model, HI, think=think) == prompt
     assert bool(answer.thinking) == sent
     assert answer.done is not None and answer.done.eval_count > 0
 
 
 @pytest.mark.integration
 def test_ask_files_reasoning_as_thinking_only_when_asked(client: DeepSeekClient) -> None:
-    thought = client.ask("tiny-v31:client", "Why is the sky blue?")
+    thought = client.ask("tiny-v31:client", "Why is the sky blue?", think=True)
     assert isinstance(thought, Answer)
     assert thought.thinking
     plain = client.ask("tiny-v31:client", "Why is the sky blue?", think=False)
     assert plain.thinking == "" and plain.content
+
+
+@pytest.mark.integration
+def test_ask_follows_the_family_default_like_chat(client: DeepSeekClient) -> None:
+    # V3.1: non-thinking unless asked, as chat() does.
+    default = client.ask("tiny-v31:client", "Why is the sky blue?", num_predict=4)
+    assert default.thinking == "" and default.content
+    assert client.plan("tiny-v31:client", None) == client.plan("tiny-v31:client", False)
 
 
 @pytest.mark.integration
@@ -365,7 +374,7 @@ def test_tools_reach_the_template(client: DeepSeekClient, recorder: Recorder) ->
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
         },
     }
-    prompt = client.render_prompt("tiny-v31:client", HI, think=False, tools=[tool])
+    prompt = render_prompt(client, "tiny-v31:client", HI, think=False, tools=[tool])
     assert "## Tools" in prompt and "### get_weather" in prompt
     client.chat("tiny-v31:client", HI, think=False, tools=[tool])
     assert recorder.bodies("/api/chat")[0]["tools"][0]["function"]["name"] == "get_weather"

@@ -67,9 +67,24 @@ def test_create_then_ollama_run(
     first = create(spec, host=ollama_server.url, parameters=TINY, report=lines.append)
     entry = resolve(spec)
     assert first.name == entry.ollama_name and first.created
-    assert first.bytes_downloaded == sum(len(b) for b in stub.repos[entry.repo].values())
+    size = sum(len(b) for b in stub.repos[entry.repo].values())
+    assert first.bytes_downloaded == size
     split = not entry.quant.is_single_file
-    assert first.merged == (split and not ollama_server.info.accepts_split_gguf)  # type: ignore[union-attr]
+    info = ollama_server.info
+    assert info is not None
+    # The server's store is on this machine: nothing is uploaded, whatever the route.
+    assert first.bytes_uploaded == 0
+    if info.accepts_split_gguf:
+        # v0.30+: the one model blob is written straight into the store (a header's worth of
+        # reordering makes it a few bytes different in size from the download).
+        assert first.route == "direct" and abs(first.bytes_written - size) < 4096
+    elif split:
+        assert first.route == "merge-into-store" and abs(first.bytes_written - size) < 4096
+    else:
+        assert first.route == "place" and first.bytes_written == 0
+        # (the tiny model is the same bytes in other tests: then it is already there)
+        assert [p.value for p in first.placements.values()] in (["hard link"], ["already in the store"])
+    assert any(line.startswith(f"registering {first.name}: ") for line in lines)
     assert first.modelfile.is_file()
 
     run = ollama_run(ollama_server, first.name)
@@ -82,49 +97,80 @@ def test_create_then_ollama_run(
     served_before = stub.bytes_served()
     second = create(spec, host=ollama_server.url, parameters=TINY, report=lines.append)
     assert stub.bytes_served() == served_before
-    assert second.bytes_downloaded == 0 and second.bytes_uploaded == 0 and not second.created
+    assert (second.bytes_downloaded, second.bytes_uploaded, second.bytes_written) == (0, 0, 0)
+    assert not second.created
 
 
 def test_create_cli_delete_shards_and_rerun(
-    merged_line_server: OllamaServe, hub_for: Callable[[str], HubStub], tmp_path: Path
+    ollama_server: OllamaServe, hub_for: Callable[[str], HubStub], tmp_path: Path
 ) -> None:
     stub = hub_for("v3.1-terminus:Q2_K_XL")
-    env = {**os.environ, "OLLAMA_MODELS": str(merged_line_server.models_dir)}
+    env = {**os.environ, "OLLAMA_MODELS": str(ollama_server.models_dir)}
     argv = [sys.executable, "-m", "ollamads", "create", "v3.1-terminus:Q2_K_XL", "--name", "term:test",
-            "--host", merged_line_server.url, "--delete-shards", "-p", "num_predict=8"]
+            "--host", ollama_server.url, "--delete-shards", "-p", "num_predict=8"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ollama run term:test")
+    assert "deleted the downloaded files (6) now that the server has term:test" in result.stderr
     home = Path(os.environ["OLLAMADS_HOME"])
-    left = sorted(p.name for p in home.rglob("*.gguf"))
-    assert left == ["DeepSeek-V3.1-Terminus-UD-Q2_K_XL.gguf"], left
+    assert sorted(p.name for p in home.rglob("*.gguf")) == []
+    run = ollama_run(ollama_server, "term:test")
+    assert run.returncode == 0 and "eval count" in run.stderr, run.stderr
     served = stub.bytes_served()
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
-    assert stub.bytes_served() == served, "the shards were fetched again after the merge"
+    assert stub.bytes_served() == served, "the shards were fetched again after --delete-shards"
     assert "already registered" in again.stderr
 
 
-def test_dry_run_and_disk_preflight(
+@pytest.mark.parametrize(
+    ("line", "route", "terms"),
+    [
+        ("split", "direct", {"download", "model blob (written once)"}),
+        ("merged", "merge-into-store", {"download", "merged model blob (written once)"}),
+    ],
+)
+def test_dry_run_and_disk_preflight_name_every_term(
+    request: pytest.FixtureRequest, hub_for: Callable[[str], HubStub], monkeypatch: pytest.MonkeyPatch,
+    line: str, route: str, terms: set[str],
+) -> None:
+    server: OllamaServe = request.getfixturevalue(f"{line}_line_server")
+    monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
+    stub = hub_for("r1:IQ1_S")
+    plan = plan_create("r1:IQ1_S", host=server.url)
+    size = sum(len(b) for b in stub.repos[plan.entry.repo].values())
+    assert plan.pull.bytes_to_download == size
+    assert plan.route == route and plan.merged_path is None
+    assert {n.what for n in plan.needs} == terms
+    assert {n.bytes for n in plan.needs} == {size}
+    assert stub.bytes_served() == 0
+
+    import ollamads.units
+
+    monkeypatch.setattr(ollamads.units, "disk_free", lambda directory: 1000)
+    with pytest.raises(InsufficientSpaceError) as err:
+        create("r1:IQ1_S", name="nospace:test", host=server.url)
+    for need in plan.needs:
+        assert f"{need.what} " in err.value.message and f"in {need.directory}" in err.value.message
+    assert "needed on " in err.value.message and err.value.message.endswith("1.0 kB free")
+    assert stub.bytes_served() == 0
+    tags = requests.get(f"{server.url}/api/tags", timeout=10).json()["models"]
+    assert "nospace:test" not in {m["name"] for m in tags}
+
+
+def test_a_remote_server_costs_no_local_store_disk(
     split_line_server: OllamaServe, hub_for: Callable[[str], HubStub], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A server that is not on this machine: its store is not this machine's disk."""
     monkeypatch.setenv("OLLAMA_MODELS", str(split_line_server.models_dir))
-    stub = hub_for("r1:IQ1_S")
+    hub_for("r1:IQ1_S")
+    import ollamads.ollama.store as store
+
+    monkeypatch.setattr(store, "_is_loopback", lambda url: False)
     plan = plan_create("r1:IQ1_S", host=split_line_server.url)
-    assert plan.pull.bytes_to_download == sum(len(b) for b in stub.repos[plan.entry.repo].values())
-    assert plan.merged_path is None  # this server takes shards
-    assert {n.what for n in plan.needs} == {"download", "Ollama blobs", "Ollama's rewrite"}
-    assert stub.bytes_served() == 0
-
-    import ollamads.create as create_module
-
-    monkeypatch.setattr(create_module, "_free", lambda directory: 1000)
-    with pytest.raises(InsufficientSpaceError) as err:
-        create("r1:IQ1_S", name="nospace:test", host=split_line_server.url)
-    assert "GB needed" in err.value.message
-    assert stub.bytes_served() == 0
-    tags = requests.get(f"{split_line_server.url}/api/tags", timeout=10).json()["models"]
-    assert "nospace:test" not in {m["name"] for m in tags}
+    assert plan.route == "upload" and plan.store.store is None
+    assert plan.store.reason == f"the server at {split_line_server.url} is not on this machine"
+    assert [n.what for n in plan.needs] == ["download"]
 
 
 def test_unknown_model_suggests(capsys: pytest.CaptureFixture[str]) -> None:

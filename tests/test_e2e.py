@@ -96,22 +96,22 @@ def test_demo_on_each_line(line: str, tmp_path: Path) -> None:
     on, off = result.turns
     assert on.think and on.thinking and not on.content
     assert not off.think and off.content and not off.thinking
-    assert (len(result.files) == 1) == (line == "merged")
+    assert len(result.files) == 3  # the shards; a merge, where needed, went into the store
     assert result.modelfile.is_file()
     assert any("registered" in l for l in lines)
 
 
-def test_split_set_on_merged_line_is_refused_and_nothing_registered(
-    merged_line_server: OllamaServe, tmp_path: Path
-) -> None:
+def test_split_set_on_merged_line_is_merged_first(merged_line_server: OllamaServe, tmp_path: Path) -> None:
+    """A server that cannot load shards, and whose store is not known here: merged next to the
+    shards, then uploaded."""
     shards = write_tiny_shards(tmp_path, "v3.1", n_shards=2)
     result = ollamads(
-        "register", "refused:test", *map(str, shards), "--host", merged_line_server.url
+        "register", "merged:test", *map(str, shards), "--host", merged_line_server.url,
+        *TINY_PARAMETERS, env={"OLLAMA_MODELS": str(tmp_path / "not-the-store")},
     )
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "cannot load a split GGUF" in result.stderr
-    assert "ollamads merge" in result.stderr
-    assert "refused:test" not in model_names(merged_line_server)
+    assert result.returncode == 0, result.stderr
+    assert "upload" in result.stderr and (tmp_path / "DeepSeek-V3.1-UD-TQ1_0.gguf").is_file()
+    assert "merged:test" in model_names(merged_line_server)
 
 
 def test_shards_are_accepted_as_is_on_split_line(split_line_server: OllamaServe, tmp_path: Path) -> None:

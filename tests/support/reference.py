@@ -110,3 +110,20 @@ def render_reference(
     if not text.startswith(BOS):
         raise AssertionError(f"DeepSeek's {family} template did not start with BOS: {text[:40]!r}")
     return text[len(BOS):]
+
+
+def render_prompt(
+    client: Any, model: str, messages: Sequence[Mapping[str, Any]], think: bool | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The prompt the server builds for ``client.chat(model, messages, think, tools)``: the same
+    ``think`` decision, replayed with ``_debug_render_only``."""
+    from ollamads.ollama.api import OllamaAPI
+
+    plan = client.plan(model, think)
+    body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages]}
+    if tools:
+        body["tools"] = [dict(t) for t in tools]
+    if plan.think is not None:
+        body["think"] = plan.think
+    return OllamaAPI(client.host).render(body)
