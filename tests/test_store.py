@@ -1,0 +1,307 @@
+"""Getting files into a real server's store without uploading them, on both Ollama lines.
+
+* The model blob ollamads writes for v0.30+ is byte for byte what the server's own
+  ``llama-quantize COPY`` rewrite produces.
+* A model written straight into the store (the ``direct`` route) is the same model that
+  ``/api/create`` makes: same manifest bytes, same ``/api/show``, same prompts, same seeded
+  generations, and ``ollama cp``/``rm`` and the server's start-up prune treat it the same.
+* Placement: a hard link on one filesystem, an in-kernel copy across filesystems, and the upload
+  fallback (a store that belongs to another user, a store this process cannot write, a store that
+  is not the server's), each named; a placed blob the server cannot see registers nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from ollamads.catalog.families import get_family
+from ollamads.errors import PlacementError
+from ollamads.gguf.merge import write_merged
+from ollamads.gguf.shards import open_shard_set
+from ollamads.ollama.api import OllamaAPI
+from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.store import LocalStore, ModelName, Placement, StoreCheck, find_store
+from ollamads.registration import plan_registration, register_files
+from ollamads.tiny import write_tiny_model, write_tiny_shards
+from tests.conftest import ollama_binary
+from tests.support.toolchain import llama_cpp_tool
+
+pytestmark = pytest.mark.integration
+TINY = {"num_predict": 8, "num_ctx": 1024}
+CONVERSATIONS = [
+    [{"role": "user", "content": "Why is the sky blue?"}],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "And you?"},
+    ],
+]
+
+
+def _sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _definition(name: str, family: str, files: list[Path], server: OllamaServe) -> ModelDefinition:
+    assert server.info is not None
+    return ModelDefinition.for_family(name, get_family(family), files, server=server.info, parameters=TINY)
+
+
+def _register(server: OllamaServe, name: str, family: str, files: list[Path], *, store: bool) -> object:
+    assert server.info is not None
+    check = find_store(server.info) if store else StoreCheck(None, "forced upload")
+    plan = plan_registration(server.info, files, store_check=check)
+    return register_files(plan, _definition(name, family, files, server))
+
+
+# --- the blob -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["v3.1", "r1", "v3"])
+@pytest.mark.parametrize("n_shards", [1, 3])
+def test_quantize_copy_layout_is_what_llama_quantize_writes(tmp_path: Path, family: str, n_shards: int) -> None:
+    quantize = llama_cpp_tool("llama-quantize")
+    if n_shards == 1:
+        files = [write_tiny_model(tmp_path / "in" / "m.gguf", family, seed=3)]
+    else:
+        files = write_tiny_shards(tmp_path / "in", family, n_shards=n_shards, seed=3)
+    theirs = tmp_path / "theirs.gguf"
+    env = {**os.environ, "OLLAMA_LLAMA_CPP_COMPAT": "0"}
+    subprocess.run([str(quantize), "--allow-requantize", str(files[0]), str(theirs), "COPY"],
+                   check=True, capture_output=True, env=env, timeout=120)
+    ours = tmp_path / "ours.gguf"
+    fd = os.open(ours, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        digest = write_merged(open_shard_set(files[0]), fd, style="quantize-copy", sha256=True)
+    finally:
+        os.close(fd)
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert f"sha256:{digest}" == _sha256(theirs)
+
+
+# --- the direct route is /api/create ------------------------------------------------------------
+
+
+def _manifest(server: OllamaServe, name: str) -> bytes:
+    return ModelName.parse(name).manifest_path(server.models_dir).read_bytes()
+
+
+def _show(server: OllamaServe, name: str) -> dict[str, object]:
+    shown = OllamaAPI(server.url).show(name)
+    assert shown is not None
+    # The modelfile's header names the model, and Go prints parameters in map order:
+    # compare the lines as sets.
+    shown["modelfile"] = sorted(
+        line for line in str(shown["modelfile"]).splitlines() if line and not line.startswith("#")
+    )
+    shown["parameters"] = sorted(str(shown.get("parameters", "")).splitlines())
+    shown.pop("modified_at", None)
+    return shown
+
+
+def _generate(server: OllamaServe, name: str) -> str:
+    response = requests.post(f"{server.url}/api/generate", timeout=300, json={
+        "model": name, "prompt": "Why is the sky blue?", "stream": False, "think": False,
+        "options": {"seed": 7, "temperature": 0, "num_predict": 8},
+    })
+    response.raise_for_status()
+    return str(response.json()["response"])
+
+
+@pytest.mark.parametrize("family", ["v3.1", "r1"])
+def test_direct_route_makes_the_model_api_create_makes(
+    split_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str
+) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(split_line_server.models_dir))
+    shards = write_tiny_shards(tmp_path / "hub", family, n_shards=3, seed=11)
+    slug = family.replace(".", "")
+    via_api = _register(split_line_server, f"api-{slug}:equal", family, shards, store=False)
+    direct = _register(split_line_server, f"direct-{slug}:equal", family, shards, store=True)
+    assert via_api.route == "upload" and direct.route == "direct"  # type: ignore[attr-defined]
+    assert direct.bytes_uploaded == 0  # type: ignore[attr-defined]
+
+    # The same bytes: the server's rewrite of the shards is our blob, and every small blob and
+    # the manifest match.
+    assert _manifest(split_line_server, f"api-{slug}:equal") == _manifest(split_line_server, f"direct-{slug}:equal")
+    assert _show(split_line_server, f"api-{slug}:equal") == _show(split_line_server, f"direct-{slug}:equal")
+    api = OllamaAPI(split_line_server.url)
+    for messages in CONVERSATIONS:
+        think = {"think": True} if family == "r1" else {"think": False}
+        assert api.render({"model": f"api-{slug}:equal", "messages": messages, **think}) == api.render(
+            {"model": f"direct-{slug}:equal", "messages": messages, **think})
+    assert _generate(split_line_server, f"api-{slug}:equal") == _generate(split_line_server, f"direct-{slug}:equal")
+
+
+def _cli(server: OllamaServe, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OLLAMA_HOST": server.bind, "HOME": str(server.models_dir.parent)}
+    return subprocess.run([server.binary, *args], capture_output=True, text=True, timeout=300,
+                          env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def pruning_server(tmp_path: Path) -> Iterator[OllamaServe]:
+    """A v0.30+ server of our own whose start-up prune is on (the session servers turn it off)."""
+    server = OllamaServe(tmp_path / "models", binary=ollama_binary("split"), log_path=tmp_path / "serve.log",
+                         env={"HOME": str(tmp_path), "OLLAMA_NOPRUNE": ""})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
+    pruning_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = pruning_server
+    monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
+    shards = write_tiny_shards(tmp_path / "hub", "v3.1", n_shards=2, seed=12)
+    result = _register(server, "direct:prune", "v3.1", shards, store=True)
+    assert result.route == "direct"  # type: ignore[attr-defined]
+    copy = _cli(server, "cp", "direct:prune", "copy:prune")
+    assert copy.returncode == 0, copy.stderr
+    assert _manifest(server, "copy:prune") == _manifest(server, "direct:prune")
+    assert _cli(server, "rm", "copy:prune").returncode == 0
+    assert _cli(server, "run", "--verbose", "direct:prune", "hi").returncode == 0
+
+    # Age every file past the prune's one-hour grace, leave a stale temp file, restart.
+    stale = server.models_dir / "blobs" / "sha256-ollamads-0123456789ab-partial"
+    stale.write_bytes(b"left by a killed run")
+    old = 1_000_000_000
+    for path in (server.models_dir / "blobs").iterdir():
+        os.utime(path, (old, old))
+    server.stop()
+    server.start()
+    assert not stale.exists(), "the server's prune removes what a killed write left"
+    manifest = json.loads(_manifest(server, "direct:prune"))
+    for layer in [manifest["config"], *manifest["layers"]]:
+        assert LocalStore(server.models_dir).has_blob(layer["digest"], layer["size"])
+    run = _cli(server, "run", "--verbose", "direct:prune", "hi")
+    assert run.returncode == 0 and "eval count" in run.stderr, run.stderr
+    assert _cli(server, "rm", "direct:prune").returncode == 0
+    left = [p.name for p in (server.models_dir / "blobs").iterdir()]
+    assert left == [], f"rm left blobs behind: {left}"
+
+
+# --- placement ----------------------------------------------------------------------------------
+
+
+def test_hard_link_on_one_filesystem(
+    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(merged_line_server.models_dir))
+    model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=21)
+    lines: list[str] = []
+    assert merged_line_server.info is not None
+    plan = plan_registration(merged_line_server.info, [model])
+    result = register_files(plan, _definition("linked:test", "v3", [model], merged_line_server),
+                            report=lines.append)
+    assert result.route == "place" and result.placements == {"single.gguf": Placement.HARDLINK}
+    assert result.bytes_uploaded == 0 and result.bytes_written == 0
+    blob = LocalStore(merged_line_server.models_dir).blob_path(_sha256(model))
+    assert blob.stat().st_ino == model.stat().st_ino
+    assert "single.gguf: hard link" in lines
+    assert "linked:test" in {m["name"] for m in OllamaAPI(merged_line_server.url).tags()}
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_another_filesystem_gets_an_in_kernel_copy(tmpfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = OllamaServe(tmpfs / "models", binary=ollama_binary("merged"), log_path=tmp_path / "serve.log",
+                         env={"HOME": str(tmp_path)})
+    with server:
+        monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
+        model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=22)
+        assert server.info is not None
+        plan = plan_registration(server.info, [model])
+        assert [n.what for n in plan.needs] == ["copies of the files (another filesystem)"]
+        result = register_files(plan, _definition("copied:test", "v3", [model], server))
+        assert result.placements == {"single.gguf": Placement.COPY}
+        blob = LocalStore(server.models_dir).blob_path(_sha256(model))
+        assert blob.read_bytes() == model.read_bytes() and blob.stat().st_mode & 0o777 == 0o644
+        assert "copied:test" in {m["name"] for m in OllamaAPI(server.url).tags()}
+
+
+def test_a_store_of_another_user_falls_back_to_upload(
+    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A look-alike store owned by someone else (as the Linux service's store is).
+    other = tmp_path / "other" / "models"
+    (other / "blobs").mkdir(parents=True)
+    os.chown(other / "blobs", 65534, 65534)
+    monkeypatch.setenv("OLLAMA_MODELS", str(other))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no default store either
+    model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=23)
+    assert merged_line_server.info is not None
+    plan = plan_registration(merged_line_server.info, [model])
+    assert plan.route == "upload" and plan.store_reason == f"{other} belongs to another user"
+    result = register_files(plan, _definition("uploaded:test", "v3", [model], merged_line_server))
+    assert result.placements == {"single.gguf": Placement.UPLOAD} and result.bytes_uploaded == model.stat().st_size
+
+
+def test_a_read_only_store_falls_back_to_upload(
+    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = tmp_path / "ro-view"
+    view.mkdir()
+    store = merged_line_server.models_dir
+    if subprocess.run(["mount", "--bind", str(store), str(view)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
+        monkeypatch.setenv("OLLAMA_MODELS", str(view))
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert merged_line_server.info is not None
+        check = find_store(merged_line_server.info)
+        assert check.store is None and check.reason == f"{view} is not writable"
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_a_store_the_server_does_not_use_falls_back_to_upload(
+    split_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoy = tmp_path / "decoy"
+    (decoy / "blobs").mkdir(parents=True)
+    monkeypatch.setenv("OLLAMA_MODELS", str(decoy))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert split_line_server.info is not None
+    check = find_store(split_line_server.info)
+    assert check.store is None and check.reason == f"{decoy} is not the running server's store"
+    assert list((decoy / "blobs").iterdir()) == []  # the probe blob was removed
+
+
+def test_a_placed_blob_the_server_cannot_see_registers_nothing(
+    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(merged_line_server.models_dir))
+    model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=24)
+    assert merged_line_server.info is not None
+    plan = plan_registration(merged_line_server.info, [model])
+    elsewhere = LocalStore(tmp_path / "elsewhere")
+    (elsewhere.blobs).mkdir(parents=True)
+    # As if the store had changed under us: the link lands where the server does not look.
+    real_place = LocalStore.place
+    monkeypatch.setattr(LocalStore, "place", lambda self, path, digest: real_place(elsewhere, path, digest))
+    with pytest.raises(PlacementError) as err:
+        register_files(plan, _definition("unseen:test", "v3", [model], merged_line_server))
+    assert "does not see single.gguf" in err.value.message and "nothing was registered" in err.value.message
+    assert OllamaAPI(merged_line_server.url).show("unseen:test") is None
