@@ -11,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,16 +32,55 @@ def partial_name(out: Path) -> Path:
     return out.parent / f".{out.name}{PARTIAL_MARK}{secrets.token_hex(4)}"
 
 
+def hold_lock(path: Path) -> int:
+    """Open ``path`` (a file or a folder) and hold an exclusive flock on it; returns the fd.
+
+    A writer holds one on its temp file for as long as it writes: a temp file nobody holds
+    was left by a killed process and may be removed (:func:`remove_stale`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale(directory: Path, pattern: str) -> list[Path]:
+    """Remove the temp files (or folders) matching ``pattern`` whose writer is gone."""
+    removed = []
+    for path in directory.glob(pattern):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its writer is alive
+        finally:
+            os.close(fd)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_output(out: Path) -> Iterator[Path]:
-    """A temp path beside ``out``; renamed to ``out`` when the block succeeds, deleted if not."""
-    tmp = partial_name(out)
+    """A path to write ``out`` at; renamed to ``out`` when the block succeeds.
+
+    The path lies in a hidden folder beside ``out`` that is deleted afterwards, whatever
+    happens; a folder left by a killed process is removed by the next writer of ``out``."""
+    remove_stale(out.parent, f".{out.name}{PARTIAL_MARK}*")
+    folder = partial_name(out)
+    folder.mkdir()
+    fd = hold_lock(folder)
     try:
+        tmp = folder / out.name
         yield tmp
         os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -210,6 +251,8 @@ __all__ = [
     "READ_CHUNK",
     "allocated_bytes",
     "atomic_output",
+    "hold_lock",
+    "remove_stale",
     "partial_name",
     "preallocate",
     "pwrite_all",

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ollamads.errors import PlacementError
-from ollamads.fileio import COPY_CHUNK, NO_COPY_FILE_RANGE, write_all
+from ollamads.fileio import COPY_CHUNK, NO_COPY_FILE_RANGE, remove_stale, write_all
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.gojson import go_json
 from ollamads.ollama.versions import ServerInfo
@@ -163,14 +163,23 @@ class Layer:
         return "{" + ",".join(f"{go_json(k)}:{go_json(v)}" for k, v in fields) + "}"
 
 
+TEMP_BLOB_PATTERN = "sha256-ollamads-*-partial"
+TEMP_MANIFEST_PATTERN = ".ollamads-manifest-*"
+
+
 class BlobWriter:
-    """A temp file in ``blobs/`` that becomes ``sha256-<hex>`` when :meth:`commit` is called."""
+    """A temp file in ``blobs/`` that becomes ``sha256-<hex>`` when :meth:`commit` is called.
+
+    Its name is no valid blob name, so the server never serves it; while it is written it is
+    flocked, so the next writer can tell a killed run's leftovers from a live one and remove them.
+    """
 
     def __init__(self, store: LocalStore) -> None:
         self.store = store
-        # An invalid blob name: if we die, the server's start-up prune removes it (after 1 h).
-        self.tmp = store.blobs / f"sha256-ollamads-{secrets.token_hex(6)}-partial"
+        remove_stale(store.blobs, TEMP_BLOB_PATTERN)
+        self.tmp = store.blobs / TEMP_BLOB_PATTERN.replace("*", secrets.token_hex(6))
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def commit(self, digest: str) -> Path:
         os.fchmod(self.fd, BLOB_MODE)
@@ -305,11 +314,15 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written beside the store's root and renamed: a dot-file among the manifests would make
         # the server skip its start-up prune, and a reader must never see half a manifest.
-        tmp = self.root / f".ollamads-manifest-{secrets.token_hex(6)}"
+        remove_stale(self.root, TEMP_MANIFEST_PATTERN)
+        tmp = self.root / TEMP_MANIFEST_PATTERN.replace("*", secrets.token_hex(6))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            tmp.write_bytes(manifest)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            write_all(fd, manifest)
             os.replace(tmp, path)
         finally:
+            os.close(fd)
             tmp.unlink(missing_ok=True)
         if old is not None:
             self._remove_unreferenced(old, keep={layer.digest for layer in layers} | {config_blob.digest})

@@ -585,7 +585,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         counters."""
         key = f"{repo}/{path}"
         rate = self.stub.rate
-        piece = 64 << 10 if rate else len(data) or 1
+        # Pieces of a twentieth of a second, so a slow connection still trickles.
+        piece = max(1024, min(64 << 10, int(rate / 20))) if rate else len(data) or 1
         started = time.monotonic()
         for offset in range(0, len(data), piece):
             chunk = data[offset : offset + piece]
