@@ -196,63 +196,77 @@ class _Tensor:
     data: bytes
 
 
-def _tensors(spec: TinyModelSpec, n_vocab: int, special_ids: set[int]) -> Iterator[_Tensor]:
-    """Every tensor in the order convert_hf_to_gguf emits them, with shapes from deepseek2.cpp."""
-    rng = random.Random(spec.seed)
-    wt = spec.weight_type
-    f32 = GGMLQuantizationType.F32
+def tensor_layout(spec: TinyModelSpec, n_vocab: int) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
+    """(name, shape, type) of every tensor, in the order convert_hf_to_gguf emits them, with
+    shapes from llama.cpp's deepseek2.cpp. Benchmarks use it to write big models fast."""
+    wt, f32 = spec.weight_type, GGMLQuantizationType.F32
+    e = spec.n_embd
+    k_mla = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+    layout = [("token_embd.weight", (e, n_vocab), wt)]
+    for i in range(spec.n_layer):
+        p = f"blk.{i}."
+        layout += [
+            (p + "attn_norm.weight", (e,), f32),
+            (p + "attn_q_a.weight", (e, spec.q_lora_rank), wt),
+            (p + "attn_q_a_norm.weight", (spec.q_lora_rank,), f32),
+            (p + "attn_q_b.weight", (spec.q_lora_rank, spec.n_head * k_mla), wt),
+            (p + "attn_kv_a_mqa.weight", (e, spec.kv_lora_rank + spec.qk_rope_head_dim), wt),
+            (p + "attn_kv_a_norm.weight", (spec.kv_lora_rank,), f32),
+            (p + "attn_k_b.weight", (spec.qk_nope_head_dim, spec.kv_lora_rank, spec.n_head), wt),
+            (p + "attn_v_b.weight", (spec.kv_lora_rank, spec.v_head_dim, spec.n_head), wt),
+            (p + "attn_output.weight", (spec.n_head * spec.v_head_dim, e), wt),
+            (p + "ffn_norm.weight", (e,), f32),
+        ]
+        if i < spec.n_dense_lead:
+            layout += [
+                (p + "ffn_gate.weight", (e, spec.n_ff), wt),
+                (p + "ffn_up.weight", (e, spec.n_ff), wt),
+                (p + "ffn_down.weight", (spec.n_ff, e), wt),
+            ]
+            continue
+        shared = spec.n_ff_exp * spec.n_expert_shared
+        layout += [
+            (p + "ffn_gate_inp.weight", (e, spec.n_expert), f32),
+            (p + "exp_probs_b.bias", (spec.n_expert,), f32),
+            (p + "ffn_gate_exps.weight", (e, spec.n_ff_exp, spec.n_expert), wt),
+            (p + "ffn_up_exps.weight", (e, spec.n_ff_exp, spec.n_expert), wt),
+            (p + "ffn_down_exps.weight", (spec.n_ff_exp, e, spec.n_expert), wt),
+            (p + "ffn_gate_shexp.weight", (e, shared), wt),
+            (p + "ffn_up_shexp.weight", (e, shared), wt),
+            (p + "ffn_down_shexp.weight", (shared, e), wt),
+        ]
+    # No output.weight: llama.cpp ties it to token_embd (TENSOR_DUPLICATED).
+    layout.append(("output_norm.weight", (e,), f32))
+    return layout
 
-    def matrix(name: str, *shape: int, scale: float = 0.5) -> _Tensor:
+
+def _tensors(spec: TinyModelSpec, n_vocab: int, special_ids: set[int]) -> Iterator[_Tensor]:
+    """Every tensor of :func:`tensor_layout` with random weights: norms are ones, the router and
+    its bias small, and special tokens' embedding rows zero."""
+    rng = random.Random(spec.seed)
+    f32 = GGMLQuantizationType.F32
+    for name, shape, ggml_type in tensor_layout(spec, n_vocab):
         n = 1
         for d in shape:
             n *= d
-        values = [(rng.random() * 2.0 - 1.0) * scale for _ in range(n)]
-        return _Tensor(name, shape, wt, _encode(values, wt))
-
-    def ones(name: str, n: int) -> _Tensor:
-        return _Tensor(name, (n,), f32, _encode([1.0] * n, f32))
-
-    e = spec.n_embd
-    # Zero embedding rows for the special tokens: with tied output weights their logits stay
-    # 0, so greedy decoding of random weights prints text instead of stopping at once.
-    embd = [
-        0.0 if row in special_ids else (rng.random() * 2.0 - 1.0)
-        for row in range(n_vocab)
-        for _ in range(e)
-    ]
-    yield _Tensor("token_embd.weight", (e, n_vocab), wt, _encode(embd, wt))
-
-    k_mla = spec.qk_nope_head_dim + spec.qk_rope_head_dim
-    for i in range(spec.n_layer):
-        p = f"blk.{i}."
-        yield ones(p + "attn_norm.weight", e)
-        yield matrix(p + "attn_q_a.weight", e, spec.q_lora_rank)
-        yield ones(p + "attn_q_a_norm.weight", spec.q_lora_rank)
-        yield matrix(p + "attn_q_b.weight", spec.q_lora_rank, spec.n_head * k_mla)
-        yield matrix(p + "attn_kv_a_mqa.weight", e, spec.kv_lora_rank + spec.qk_rope_head_dim)
-        yield ones(p + "attn_kv_a_norm.weight", spec.kv_lora_rank)
-        yield matrix(p + "attn_k_b.weight", spec.qk_nope_head_dim, spec.kv_lora_rank, spec.n_head)
-        yield matrix(p + "attn_v_b.weight", spec.kv_lora_rank, spec.v_head_dim, spec.n_head)
-        yield matrix(p + "attn_output.weight", spec.n_head * spec.v_head_dim, e)
-        yield ones(p + "ffn_norm.weight", e)
-        if i < spec.n_dense_lead:
-            yield matrix(p + "ffn_gate.weight", e, spec.n_ff)
-            yield matrix(p + "ffn_up.weight", e, spec.n_ff)
-            yield matrix(p + "ffn_down.weight", spec.n_ff, e)
-            continue
-        router = [(rng.random() * 2.0 - 1.0) for _ in range(e * spec.n_expert)]
-        yield _Tensor(p + "ffn_gate_inp.weight", (e, spec.n_expert), f32, _encode(router, f32))
-        bias = [(rng.random() - 0.5) * 0.1 for _ in range(spec.n_expert)]
-        yield _Tensor(p + "exp_probs_b.bias", (spec.n_expert,), f32, _encode(bias, f32))
-        yield matrix(p + "ffn_gate_exps.weight", e, spec.n_ff_exp, spec.n_expert)
-        yield matrix(p + "ffn_up_exps.weight", e, spec.n_ff_exp, spec.n_expert)
-        yield matrix(p + "ffn_down_exps.weight", spec.n_ff_exp, e, spec.n_expert)
-        shared = spec.n_ff_exp * spec.n_expert_shared
-        yield matrix(p + "ffn_gate_shexp.weight", e, shared)
-        yield matrix(p + "ffn_up_shexp.weight", e, shared)
-        yield matrix(p + "ffn_down_shexp.weight", shared, e)
-    yield ones("output_norm.weight", e)
-    # No output.weight: llama.cpp ties it to token_embd (TENSOR_DUPLICATED).
+        if name == "token_embd.weight":
+            # Zero embedding rows for the special tokens: with tied output weights their logits
+            # stay 0, so greedy decoding of random weights prints text instead of stopping.
+            e = shape[0]
+            values = [
+                0.0 if row in special_ids else (rng.random() * 2.0 - 1.0)
+                for row in range(n_vocab)
+                for _ in range(e)
+            ]
+        elif name.endswith("norm.weight"):
+            values = [1.0] * n
+        elif name.endswith("exp_probs_b.bias"):
+            values = [(rng.random() - 0.5) * 0.1 for _ in range(n)]
+        elif name.endswith("ffn_gate_inp.weight"):
+            values = [(rng.random() * 2.0 - 1.0) for _ in range(n)]
+        else:
+            values = [(rng.random() * 2.0 - 1.0) * 0.5 for _ in range(n)]
+        yield _Tensor(name, shape, ggml_type if ggml_type != f32 else f32, _encode(values, ggml_type))
 
 
 # --- metadata ------------------------------------------------------------------------------
@@ -320,6 +334,12 @@ def _metadata(spec: TinyModelSpec, tokens: list[str], types: list[int]) -> list[
         ("tokenizer.ggml.add_eos_token", False, b),
         ("tokenizer.chat_template", chat_template(spec.family), s),
     ]
+
+
+def model_metadata(spec: TinyModelSpec) -> list[tuple]:
+    """Every key/value (key, value, type) of the model, in convert_hf_to_gguf's order."""
+    tokens, types = tokenizer_vocab()
+    return _metadata(spec, tokens, types)
 
 
 def _build(spec: TinyModelSpec) -> tuple[list[tuple], list[_Tensor]]:
@@ -411,6 +431,8 @@ __all__ = [
     "FAMILIES",
     "SHARD_NAME_FORMAT",
     "TinyModelSpec",
+    "model_metadata",
+    "tensor_layout",
     "normalize_quant",
     "shard_name",
     "tokenizer_vocab",

@@ -160,3 +160,20 @@ def test_fix_template_refuses_other_families(tmp_path: Path, capsys: pytest.Capt
     shards = write_tiny_shards(tmp_path, "r1", n_shards=2)
     code, _, err = run(capsys, "merge", str(shards[0]), str(tmp_path / "o.gguf"), "--fix-template")
     assert code == 1 and "V3.1" in err and not (tmp_path / "o.gguf").exists()
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`ollamads --help` stays instant: only typer, none of the libraries the commands use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ollamads.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = loaded.stdout.splitlines()[-1].split()
+    heavy = ("rich", "requests", "huggingface_hub", "ollama", "httpx", "jinja2", "numpy", "pydantic")
+    assert [m for m in modules if m.split(".")[0] in heavy] == []

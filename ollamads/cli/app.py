@@ -23,6 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text: rendering it through rich costs more than all of typer's own import.
+    rich_markup_mode=None,
 )
 
 for module in (

@@ -11,15 +11,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.status import Status
 
     from ollamads.chat import DeepSeekClient, Event
 
 BYE = "/bye"
+
+
+def _text(text: str, style: str = "") -> object:
+    from rich.text import Text
+
+    return Text(text, style=style)
 PROMPT = ">>> "
 
 ModelArg = Annotated[str, typer.Argument(help="A registered model, e.g. deepseek-v3.1:tq1_0.")]
@@ -68,7 +73,7 @@ class _Printer:
                     content.append(event.text)
                 elif isinstance(event, ToolCall):
                     self._stop_status()
-                    self.err.print(Text(f"[tool call] {event.name} {dict(event.arguments)}", style="dim"))
+                    self.err.print(_text(f"[tool call] {event.name} {dict(event.arguments)}", style="dim"))
         finally:
             self._stop_status()
             self.out.print()
@@ -76,7 +81,7 @@ class _Printer:
 
     def _thinking(self, text: str) -> None:
         if self.show_thinking:
-            self.out.print(Text(text, style="dim"), end="", soft_wrap=True)
+            self.out.print(_text(text, style="dim"), end="", soft_wrap=True)
         elif self._status is None and not self._thought and self.err.is_terminal:
             self._status = self.err.status("thinking…", spinner="dots")
             self._status.start()
@@ -87,7 +92,7 @@ class _Printer:
         if self._thought and self.show_thinking:
             self.out.print("\n")  # a blank line between the reasoning and the answer
         self._thought = False
-        self.out.print(Text(text), end="", soft_wrap=True)
+        self.out.print(_text(text), end="", soft_wrap=True)
 
     def _stop_status(self) -> None:
         if self._status is not None:
@@ -98,7 +103,7 @@ class _Printer:
 def _repl(client: DeepSeekClient, model: str, think: Optional[bool], printer: _Printer) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
-        printer.err.print(Text(f"{model} on {client.host} — {BYE} or Ctrl-D to quit", style="dim"))
+        printer.err.print(_text(f"{model} on {client.host} — {BYE} or Ctrl-D to quit", style="dim"))
     history: list[dict[str, Any]] = []
     while True:
         try:
@@ -119,7 +124,7 @@ def _repl(client: DeepSeekClient, model: str, think: Optional[bool], printer: _P
         except KeyboardInterrupt:
             # Like `ollama run`: Ctrl-C stops this answer, not the chat.
             events.close()  # type: ignore[attr-defined]
-            printer.err.print(Text("(answer stopped)", style="dim"))
+            printer.err.print(_text("(answer stopped)", style="dim"))
             continue
         # DeepSeek's templates drop earlier turns' reasoning: only the answer goes back.
         history = [*turn, {"role": "assistant", "content": content}]
@@ -134,6 +139,8 @@ def chat(
 ) -> None:
     """Chat with a registered model: one answer for PROMPT, else an interactive chat."""
     from ollamads.chat import DeepSeekClient
+
+    from rich.console import Console
 
     printer = _Printer(Console(highlight=False), Console(stderr=True, highlight=False), show_thinking)
     with DeepSeekClient(host) as client:
