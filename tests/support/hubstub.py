@@ -402,7 +402,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in split.path.split("/")[1:]]
         query = parse_qs(split.query)
         if parts[:2] == ["api", "agent-harnesses"]:
-            return self._json(200, [])
+            # The harness registry the CLI reads at start-up: an empty one.
+            return self._json(200, {"standardEnvVars": [], "harnesses": {}})
         if parts[:1] == ["cdn"] and len(parts) >= 5:
             return self._cdn(f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:]), parts[1])
         if parts[:2] == ["api", "models"]:
