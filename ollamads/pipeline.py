@@ -46,8 +46,7 @@ def quant_files(entry: CatalogEntry, commit: str) -> list[RemoteFile]:
     if not chosen:
         # Layout unpublished or changed: look for the quant's file names anywhere.
         found = tree(repo, commit)
-        pattern = entry.shard_pattern
-        chosen = sorted(r.path for r in found if pattern.fullmatch(PurePosixPath(r.path).name))
+        chosen = sorted(r.path for r in found if entry.is_own_file(PurePosixPath(r.path).name))
     if not chosen:
         where = f" (looked in {quant.path})" if quant.path else ""
         raise HubError(

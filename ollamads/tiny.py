@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ollamads._resources import templates_dir
+from ollamads.catalog.entries import UD_PREFIX, normalize_quant
+from ollamads.catalog.families import BOS, EOS, PAD
+from ollamads.catalog.families import FAMILIES as PROMPT_FAMILIES
+from ollamads.gguf.shards import shard_name as split_name
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -26,15 +30,12 @@ from ollamads.gguf.format import (
     GGUFWriter,
 )
 
-FAMILIES = ("v3.1", "r1", "v3")
+FAMILIES = tuple(PROMPT_FAMILIES)
 
 #: Unsloth's upload names, which the shard files are named after.
 DEFAULT_NAMES = {"v3.1": "DeepSeek-V3.1", "r1": "DeepSeek-R1", "v3": "DeepSeek-V3-0324"}
-TEMPLATE_FILES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}
 
 ARCH = "deepseek2"
-#: llama.cpp's ``<prefix>-%05d-of-%05d.gguf`` (llama_split_path), with Unsloth's ``-UD-<QUANT>``.
-SHARD_NAME_FORMAT = "{name}-UD-{quant}-{no:05d}-of-{count:05d}.gguf"
 
 # llama_ftype / gguf-py LlamaFileType values for the weight types offered here.
 _FILE_TYPES = {GGMLQuantizationType.Q8_0: 7, GGMLQuantizationType.F16: 1}
@@ -46,9 +47,6 @@ _TOKEN_NORMAL = 1
 _TOKEN_CONTROL = 3
 _TOKEN_USER_DEFINED = 4
 
-BOS = "<｜begin▁of▁sentence｜>"
-EOS = "<｜end▁of▁sentence｜>"
-PAD = "<｜▁pad▁｜>"
 #: DeepSeek's added tokens after the three at ids 0-2, in their order in V3.1's tokenizer.json
 #: (ids 128796..128814 there). The vocabulary here is tiny, so they get the ids after the BPE
 #: tokens instead; only BOS 0, EOS 1 and pad 2 keep their real ids.
@@ -161,7 +159,7 @@ def tokenizer_vocab() -> tuple[list[str], list[int]]:
 
 
 def chat_template(family: str) -> str:
-    return (templates_dir() / "chat" / TEMPLATE_FILES[family]).read_text(encoding="utf-8")
+    return (templates_dir() / "chat" / PROMPT_FAMILIES[family].chat_template).read_text(encoding="utf-8")
 
 
 # --- weights -------------------------------------------------------------------------------
@@ -375,15 +373,10 @@ def write_tiny_model(
     return path
 
 
-def normalize_quant(quant: str) -> str:
-    """``tq1_0``, ``UD-TQ1_0`` -> ``TQ1_0`` (the part after Unsloth's ``UD-`` prefix)."""
-    q = quant.strip().upper()
-    return q[3:] if q.startswith("UD-") else q
-
-
 def shard_name(name: str, quant: str, no: int, count: int) -> str:
-    """``DeepSeek-V3.1-UD-TQ1_0-00001-of-00003.gguf`` for shard ``no`` (1-based)."""
-    return SHARD_NAME_FORMAT.format(name=name, quant=normalize_quant(quant), no=no, count=count)
+    """``DeepSeek-V3.1-UD-TQ1_0-00001-of-00003.gguf``: llama.cpp's split naming with
+    Unsloth's ``-UD-<QUANT>``, for shard ``no`` (1-based)."""
+    return split_name(f"{name}-{UD_PREFIX}{normalize_quant(quant)}", no, count)
 
 
 def _split_sizes(n_items: int, n_parts: int) -> list[int]:
@@ -429,11 +422,9 @@ def write_tiny_shards(
 __all__ = [
     "DEFAULT_NAMES",
     "FAMILIES",
-    "SHARD_NAME_FORMAT",
     "TinyModelSpec",
     "model_metadata",
     "tensor_layout",
-    "normalize_quant",
     "shard_name",
     "tokenizer_vocab",
     "write_tiny_model",

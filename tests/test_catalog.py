@@ -17,7 +17,7 @@ from ollamads.catalog.entries import (
 from ollamads.errors import OllamadsError
 from ollamads.catalog.families import FAMILIES
 
-# Copied from shared/notes/deepseek-facts.md: (MoE bits, published GB). Drift in either fails.
+# The guides' published tables: (MoE bits, published GB). Drift in either fails.
 FACTS = {
     "deepseek-v3.1": {
         "TQ1_0": (1.66, 170),

@@ -17,6 +17,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ollamads._resources import templates_dir
+from ollamads.catalog.families import get_family
 from ollamads.gguf.format import GGMLQuantizationType, GGUFValueType, read_gguf
 from ollamads.tiny import (
     DEFAULT_NAMES,
@@ -36,7 +37,6 @@ BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
-TEMPLATE_FILES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}
 CHAT = [
     {"role": "system", "content": "SYS"},
     {"role": "user", "content": "Q1"},
@@ -46,7 +46,7 @@ CHAT = [
 
 
 def template_source(family: str) -> str:
-    return (templates_dir() / "chat" / TEMPLATE_FILES[family]).read_text(encoding="utf-8")
+    return (templates_dir() / "chat" / get_family(family).chat_template).read_text(encoding="utf-8")
 
 
 def render(family: str, messages: list[dict], **kwargs: object) -> str:

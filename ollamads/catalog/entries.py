@@ -155,12 +155,16 @@ class CatalogEntry:
         return MappingProxyType(merged)
 
     @property
-    def shard_pattern(self) -> re.Pattern[str]:
-        """File names of this quant: ``<prefix>-<hub_name>[-NNNNN-of-NNNNN].gguf``."""
-        return re.compile(
-            re.escape(f"{self.model.file_prefix}-{self.quant.hub_name}")
-            + r"(?:-\d{5}-of-\d{5})?\.gguf"
-        )
+    def file_prefix(self) -> str:
+        """``DeepSeek-V3.1-UD-TQ1_0``: what this quant's file names start with."""
+        return f"{self.model.file_prefix}-{self.quant.hub_name}"
+
+    def is_own_file(self, file_name: str) -> bool:
+        """``<prefix>.gguf`` or one of llama.cpp's split names ``<prefix>-NNNNN-of-NNNNN.gguf``."""
+        from ollamads.gguf.shards import parse_shard_name
+
+        shard = parse_shard_name(file_name)
+        return file_name == f"{self.file_prefix}.gguf" or (shard is not None and shard[0] == self.file_prefix)
 
     def select(self, repo_paths: Iterable[str]) -> list[str]:
         """This quant's GGUF files among a repo listing, sorted (shard 1 first)."""
@@ -170,8 +174,7 @@ class CatalogEntry:
             prefix = self.quant.folder + "/"
             chosen = [p for p in repo_paths if p.startswith(prefix) and p.endswith(".gguf")]
         else:
-            pattern = self.shard_pattern
-            chosen = [p for p in repo_paths if pattern.fullmatch(PurePosixPath(p).name)]
+            chosen = [p for p in repo_paths if self.is_own_file(PurePosixPath(p).name)]
         return sorted(chosen)
 
 

@@ -2,7 +2,8 @@
 
 V3.1 and V3.1-Terminus share one hybrid format (thinking on request); R1 and R1-0528 always
 reason; V3 and V3-0324 never do. Sampling defaults are the ones Unsloth's guides and DeepSeek's
-model cards recommend (see shared notes: deepseek-facts.md).
+model cards recommend (the guides are listed in catalog.toml's [sources]). The special tokens use
+U+FF5C and U+2581, never ASCII ``|`` or ``_``: copy them from here, not from web pages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ThinkingMode = Literal["hybrid", "always", "none"]
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
+PAD = "<｜▁pad▁｜>"
 USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
 THINK_OPEN = "<think>"
@@ -30,7 +32,10 @@ STOP_TOKENS = (EOS, USER, ASSISTANT)
 @dataclass(frozen=True)
 class PromptFamily:
     name: str
+    #: templates/go/: the Go TEMPLATE that renders this format for Ollama.
     go_template: str
+    #: templates/chat/: DeepSeek's own Jinja chat template, as the GGUFs carry it.
+    chat_template: str
     thinking: ThinkingMode
     #: Ollama's built-in prompt renderer / output parser for this format, if it has one.
     renderer: str | None = None
@@ -52,6 +57,7 @@ FAMILIES: Mapping[str, PromptFamily] = MappingProxyType(
         "v3.1": PromptFamily(
             name="v3.1",
             go_template="deepseek-v3.1.gotmpl",
+            chat_template="deepseek-v3.1.jinja",
             thinking="hybrid",
             renderer="deepseek3.1",
             parser="deepseek3",
@@ -62,6 +68,7 @@ FAMILIES: Mapping[str, PromptFamily] = MappingProxyType(
         "r1": PromptFamily(
             name="r1",
             go_template="deepseek-r1.gotmpl",
+            chat_template="deepseek-r1.jinja",
             thinking="always",
             parameters=_params(temperature=0.6, top_p=0.95, min_p=0.05, num_ctx=8192),
         ),
@@ -69,6 +76,7 @@ FAMILIES: Mapping[str, PromptFamily] = MappingProxyType(
         "v3": PromptFamily(
             name="v3",
             go_template="deepseek-v3.gotmpl",
+            chat_template="deepseek-v3.jinja",
             thinking="none",
             parameters=_params(temperature=0.3, min_p=0.01, num_ctx=8192),
         ),

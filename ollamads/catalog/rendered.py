@@ -22,7 +22,7 @@ LINES = {"ollama-0.24": ServerInfo("http://127.0.0.1:11434", pin("OLLAMA_OLD_LIN
 
 def entry_files(entry: CatalogEntry, server: ServerInfo) -> list[Path]:
     """The files `create` registers: the shards on v0.30+, one merged (or single) file before."""
-    prefix = f"{entry.model.file_prefix}-{entry.quant.hub_name}"
+    prefix = entry.file_prefix
     if entry.quant.is_single_file and entry.quant.path:
         return [Path(Path(entry.quant.path).name)]
     count = entry.quant.shards

@@ -1,6 +1,6 @@
 """``ollamads serve``: an ``ollama serve`` set up the way 100+ GB DeepSeek GGUFs want it.
 
-The settings come from Unsloth's guides and Ollama's issue tracker (shared notes): flash attention
+The settings come from Unsloth's guides and Ollama's issue tracker: flash attention
 on (it is what lets the KV cache be quantised), an 8-bit KV cache (DeepSeek's guides: 8-bit is
 fine, 4-bit is clearly worse), a load timeout long enough to read 170-480 GB from disk, and a
 keep-alive so a loaded model is not dropped between two questions.

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ollamads.errors import PlacementError
-from ollamads.fileio import COPY_CHUNK, NO_COPY_FILE_RANGE, remove_stale, write_all
+from ollamads.fileio import Copier, remove_stale, write_all
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.gojson import go_json
 from ollamads.ollama.versions import ServerInfo
@@ -411,24 +411,8 @@ def _clone_or_copy(src: Path, dst_fd: int, size: int) -> Placement:
             return Placement.REFLINK
         except OSError:
             pass
-        offset = 0
-        use_kernel = hasattr(os, "copy_file_range")
-        while offset < size:
-            if use_kernel:
-                try:
-                    n = os.copy_file_range(source.fileno(), dst_fd, min(COPY_CHUNK, size - offset), offset)
-                except OSError as exc:
-                    if exc.errno not in NO_COPY_FILE_RANGE:
-                        raise
-                    use_kernel = False
-                    continue
-            else:
-                data = os.pread(source.fileno(), COPY_CHUNK, offset)
-                write_all(dst_fd, data)
-                n = len(data)
-            if n == 0:
-                raise PlacementError(f"{src} shrank while it was copied into the store", "re-run")
-            offset += n
+        Copier(dst_fd).copy(source.fileno(), 0, size, lambda: PlacementError(
+            f"{src} shrank while it was copied into the store", "re-run"))
     return Placement.COPY
 
 

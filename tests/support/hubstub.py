@@ -1,6 +1,6 @@
 """A local stand-in for the Hugging Face Hub, so the real huggingface_hub code runs unpatched.
 
-It answers what shared/notes/huggingface-hub.md lists: model info with a 40-hex ``sha``, the
+It answers what huggingface_hub 2.x asks of the Hub: model info with a 40-hex ``sha``, the
 (paged) tree with git blob ``oid`` and ``lfs{oid,size,pointerSize}`` for .gguf files,
 paths-info, HEAD/GET on ``/resolve/`` with ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``,
 ``X-Linked-Size``, ``Range`` -> 206 and 416 past the end, and errors with ``X-Error-Code``.

@@ -34,11 +34,9 @@ from functools import cache
 from typing import Any
 
 from ollamads._resources import templates_dir
-from ollamads.catalog.families import BOS, EOS
+from ollamads.catalog.families import BOS, EOS, get_family
 from ollamads.ollama.gojson import go_json
 
-#: DeepSeek's template for each prompt family (templates/chat/).
-CHAT_TEMPLATES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}
 
 def to_hf_messages(
     messages: Sequence[Mapping[str, Any]], *, sort_argument_keys: bool = False
@@ -73,7 +71,7 @@ def to_hf_messages(
 def _template(family: str):  # -> jinja2.Template
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    source = (templates_dir() / "chat" / CHAT_TEMPLATES[family]).read_text(encoding="utf-8")
+    source = (templates_dir() / "chat" / get_family(family).chat_template).read_text(encoding="utf-8")
     # apply_chat_template's environment settings; these templates have no line breaks
     # after block tags, so trim/lstrip change nothing, but they are what HF uses.
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
