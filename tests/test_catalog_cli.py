@@ -8,6 +8,7 @@ from ollamads._resources import modelfiles_dir
 from ollamads.catalog import load_catalog
 from ollamads.catalog.rendered import render_all, stale
 from tests.support.cli import run_cli
+from tests.support.hubstub import hub  # noqa: F401 - a fixture
 from ollamads.hardware import total_ram
 
 
@@ -29,6 +30,7 @@ def test_list_json_covers_the_catalog_and_this_machine(capsys: pytest.CaptureFix
     }
     tq1 = next(r for r in records if r["model"] == "deepseek-v3.1" and r["quant"] == "TQ1_0")
     assert tq1["size_gb"] == 170 and tq1["moe_bits"] == 1.66 and tq1["shards"] == 1
+    assert tq1["figures_from"] == "catalog" and tq1["on_hub"] is None
     # 170 GiB against this machine's RAM (+ no GPU here): the verdict follows the numbers.
     assert tq1["fits_memory"] == (total_ram() >= 170 * (1 << 30))
 
@@ -54,3 +56,74 @@ def test_show_v31_uses_the_builtin_renderer(capsys: pytest.CaptureFixture[str]) 
 def test_show_unknown_quant(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "show", "r1:q9_k")
     assert code == 1 and err.count("\n") == 1 and "no quant" in err
+
+
+def test_list_fits_80_columns_without_cutting_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    names = {line.split()[0] for line in lines if line.startswith(" deepseek-")}
+    assert names == {m.key for m in load_catalog().models}
+    assert "sizes as published" in out
+
+
+def _hub_repos() -> dict[str, dict[str, bytes]]:
+    """Every catalog repo on the stand-in: a few quants, with their real file names."""
+    return {
+        "unsloth/DeepSeek-V3.1-GGUF": {"DeepSeek-V3.1-UD-TQ1_0.gguf": b"a" * 1700},
+        "unsloth/DeepSeek-V3.1-Terminus-GGUF": {
+            f"UD-IQ1_S/DeepSeek-V3.1-Terminus-UD-IQ1_S-0000{i}-of-00004.gguf": b"b" * 100 for i in range(1, 5)
+        },
+        "unsloth/DeepSeek-V3-0324-GGUF": {"README.md": b"no ggufs here"},
+        "unsloth/DeepSeek-R1-GGUF": {
+            f"DeepSeek-R1-UD-IQ1_S/DeepSeek-R1-UD-IQ1_S-0000{i}-of-00003.gguf": b"c" * 10 for i in (1, 2, 3)
+        },
+        "unsloth/DeepSeek-R1-0528-GGUF": {
+            f"UD-IQ1_M/DeepSeek-R1-0528-UD-IQ1_M-0000{i}-of-00002.gguf": b"d" * 7 for i in (1, 2)
+        },
+    }
+
+
+def test_list_refresh_reads_the_hub_and_keeps_it(hub: object, capsys: pytest.CaptureFixture[str]) -> None:
+    hub(_hub_repos())  # type: ignore[operator]
+    code, out, err = run(capsys, "list", "--refresh", "--json")
+    assert code == 0, err
+    records = {(r["model"], r["quant"]): r for r in json.loads(out)}
+    tq1 = records[("deepseek-v3.1", "TQ1_0")]
+    assert (tq1["size_bytes"], tq1["shards"], tq1["on_hub"], tq1["figures_from"]) == (1700, 1, True, "hub")
+    # The layout was never published for these: the Hub's listing gives sizes and shard counts.
+    assert records[("deepseek-v3.1-terminus", "IQ1_S")]["shards"] == 4
+    assert records[("deepseek-r1-0528", "IQ1_M")]["size_bytes"] == 14
+    assert records[("deepseek-r1-0528", "IQ1_M")]["shards"] == 2
+    assert records[("deepseek-v3-0324", "Q2_K_XL")]["on_hub"] is False
+    assert "fetched" in tq1 and tq1["fetched"].endswith("UTC")
+
+    # Later, offline: the kept listing still answers, and says from when.
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and "sizes from the Hub's listing of " in out
+
+
+def test_list_refresh_offline_falls_back_to_the_catalog(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollamads.ollama.serve import free_port
+
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    code, out, err = run(capsys, "list", "--refresh", "--json")
+    assert code == 0
+    assert "not refreshed (cannot reach the Hub" in err
+    records = json.loads(out)
+    assert {r["figures_from"] for r in records} == {"catalog"}
+
+
+def test_show_refresh_uses_the_hub_figures(hub: object, capsys: pytest.CaptureFixture[str]) -> None:
+    hub(_hub_repos())  # type: ignore[operator]
+    code, out, _ = run(capsys, "show", "r1:IQ1_S", "--refresh", "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert (record["size_bytes"], record["shards"], record["figures_from"]) == (30, 3, "hub")

@@ -13,8 +13,13 @@ from ollamads.cli._options import JsonOpt
 GIB = 1 << 30  # Unsloth's published "GB" are GiB (the Hub's byte counts say so)
 
 
-def _entry_record(entry: Any, machine: Any) -> dict[str, Any]:
-    size = int(entry.quant.size_gb * GIB) if entry.quant.size_gb else None
+RefreshOpt = Annotated[
+    bool, typer.Option("--refresh", help="Read the Hub's listing for every catalog repo first (sizes, shards).")
+]
+
+
+def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
+    entry, size = known.entry, known.size_bytes
     return {
         "model": entry.model.key,
         "quant": entry.quant.name,
@@ -22,8 +27,12 @@ def _entry_record(entry: Any, machine: Any) -> dict[str, Any]:
         "repo": entry.repo,
         "path": entry.quant.path,
         "moe_bits": entry.quant.moe_bits,
-        "size_gb": entry.quant.size_gb,
-        "shards": entry.quant.shards,
+        "size_bytes": size,
+        "size_gb": round(size / GIB, 1) if size else None,
+        "shards": known.shards,
+        "on_hub": known.on_hub,
+        "figures_from": known.source,
+        "fetched": known.fetched,
         "family": entry.prompt_family.name,
         "thinking": entry.model.thinking,
         "ollama_name": entry.ollama_name,
@@ -45,41 +54,65 @@ def _yes_no(value: bool | None) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
 
-def list_command(as_json: JsonOpt = False) -> None:
+def _records(refresh: bool, entries: Any = None) -> list[dict[str, Any]]:
+    from ollamads.listing import known_entries
+    from ollamads.listing import refresh as refresh_listing
+
+    if refresh:
+        from ollamads.cli._progress import stderr_console
+
+        console = stderr_console()
+        refresh_listing(lambda line: console.print(line, soft_wrap=True))
+    machine = _machine()
+    return [_entry_record(k, machine) for k in known_entries(entries)]
+
+
+def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
     """Every DeepSeek model and quant ollamads knows, and whether it fits this machine."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from ollamads.catalog import load_catalog
-
-    machine = _machine()
-    records = [_entry_record(e, machine) for e in load_catalog().entries()]
+    records = _records(refresh)
     if as_json:
         typer.echo(json.dumps(records, indent=1, ensure_ascii=False))
         return
-    table = Table(title=f"RAM {machine.ram / GIB:.0f} GiB + VRAM {machine.vram / GIB:.0f} GiB, "
-                        f"{machine.disk_free / GIB:.0f} GiB free disk")
-    for column in ("model", "quant", "bits", "size", "shards", "fits RAM+VRAM", "fits disk"):
-        table.add_column(column)
+    machine = _machine()
+    fetched = sorted({r["fetched"] for r in records if r["fetched"]})
+    title = (f"sizes from the Hub's listing of {fetched[-1]}" if fetched
+             else "sizes as published (`ollamads list --refresh` asks the Hub)")
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+        caption=f"this machine: RAM {machine.ram / GIB:.0f} GiB + VRAM {machine.vram / GIB:.0f} GiB, "
+                f"{machine.disk_free / GIB:.0f} GiB free disk", caption_justify="left",
+    )
+    # The names never wrap or shrink: V3.1, V3.1-Terminus and V3-0324 differ only at the end.
+    table.add_column("model", no_wrap=True, min_width=max(len(r["model"]) for r in records))
+    table.add_column("quant", no_wrap=True)
+    for column in ("bits", "GiB", "files", "RAM", "disk"):
+        table.add_column(column, justify="right" if column in ("bits", "GiB", "files") else "left")
+    previous = None
     for r in records:
         table.add_row(
-            r["model"], r["quant"], str(r["moe_bits"] or "?"),
-            f"{r['size_gb']} GB" if r["size_gb"] else "?", str(r["shards"] or "?"),
-            _yes_no(r["fits_memory"]), _yes_no(r["fits_disk"]),
+            r["model"] if r["model"] != previous else "", r["quant"], str(r["moe_bits"] or "?"),
+            f"{r['size_gb']:g}" if r["size_gb"] else ("none" if r["on_hub"] is False else "?"),
+            str(r["shards"] or "?"), _yes_no(r["fits_memory"]), _yes_no(r["fits_disk"]),
         )
-    Console().print(table)
+        previous = r["model"]
+    Console(highlight=False).print(table)
 
 
 def show_command(
     model: Annotated[str, typer.Argument(help="Catalog model and quant, e.g. r1:IQ1_S.")],
     as_json: JsonOpt = False,
+    refresh: RefreshOpt = False,
 ) -> None:
     """Everything about one catalog entry, including the Modelfile `create` would write."""
     from ollamads.catalog import resolve
     from ollamads.catalog.rendered import LINES, entry_definition
 
     entry = resolve(model)
-    record = _entry_record(entry, _machine())
+    (record,) = _records(refresh, [entry])
     record["modelfiles"] = {
         line: entry_definition(entry, server).modelfile(f"Ollama {line.removeprefix('ollama-')}")
         for line, server in LINES.items()
