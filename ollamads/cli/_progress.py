@@ -26,8 +26,13 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+NAME_WIDTH = 30
+
+
 def _short(item: str) -> str:
-    return item.rsplit("/", 1)[-1]
+    """The file name, cut at the front to fit: the end (shard number) is what tells them apart."""
+    name = item.rsplit("/", 1)[-1]
+    return name if len(name) <= NAME_WIDTH else "…" + name[-(NAME_WIDTH - 1):]
 
 
 class _Bars:
@@ -40,11 +45,19 @@ class _Bars:
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.table import Column
+
+        def fixed(width: int) -> Column:
+            return Column(no_wrap=True, min_width=width, max_width=width)
 
         self.bars = Progress(
-            TextColumn("{task.fields[phase]:>8} {task.description}"), BarColumn(),
-            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[state]}"), console=console, transient=True,
+            TextColumn("{task.fields[phase]:>8}", table_column=fixed(8)),
+            TextColumn("{task.description}", table_column=fixed(NAME_WIDTH)),
+            BarColumn(bar_width=16),
+            DownloadColumn(table_column=fixed(17)), TransferSpeedColumn(table_column=fixed(10)),
+            TimeRemainingColumn(table_column=fixed(8)),
+            TextColumn("{task.fields[state]}", table_column=Column(no_wrap=True)),
+            console=console, transient=True,
         )
         self.tasks: dict[tuple[str, str], Any] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
@@ -53,6 +66,10 @@ class _Bars:
     def __call__(self, event: ProgressEvent) -> None:
         with self.lock:
             key = (event.phase, event.item)
+            if event.phase == "download" and ("download", _TOTAL) not in self.tasks:
+                # The total comes first, above the files.
+                self.tasks[("download", _TOTAL)] = self.bars.add_task(
+                    _TOTAL, total=None, phase="download", state="")
             if key not in self.tasks:
                 # A resumed file starts its bar where the part ends, so the speed is honest.
                 self.tasks[key] = self.bars.add_task(
@@ -68,11 +85,7 @@ class _Bars:
         self.sizes[event.item] = (event.done, event.total)
         done = sum(d for d, _ in self.sizes.values())
         total = sum(t for _, t in self.sizes.values())
-        key = ("download", _TOTAL)
-        if key not in self.tasks:
-            self.tasks[key] = self.bars.add_task(_TOTAL, total=total, completed=done,
-                                                 phase="download", state="")
-        self.bars.update(self.tasks[key], completed=done, total=total)
+        self.bars.update(self.tasks[("download", _TOTAL)], completed=done, total=total)
 
 
 class _Lines:
