@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 import os
 import subprocess
 from collections.abc import Iterator
@@ -194,6 +195,24 @@ def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
 # --- placement ----------------------------------------------------------------------------------
 
 
+def test_the_api_create_fallback_of_v030_hard_links_the_shards(
+    split_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untested v0.30+ release: shards linked into the store, then the server's own create."""
+    monkeypatch.setenv("OLLAMA_MODELS", str(split_line_server.models_dir))
+    shards = write_tiny_shards(tmp_path / "dl", "r1", n_shards=3, seed=25)
+    assert split_line_server.info is not None
+    plan = replace(plan_registration(split_line_server.info, shards), route="place")
+    result = register_files(plan, _definition("fallback:test", "r1", shards, split_line_server))
+    assert result.bytes_uploaded == 0 and result.bytes_written == 0
+    assert set(result.placements.values()) == {Placement.HARDLINK}
+    store = LocalStore(split_line_server.models_dir)
+    for shard in shards:
+        assert store.blob_path(_sha256(shard)).stat().st_ino == shard.stat().st_ino
+    run = _cli(split_line_server, "run", "--verbose", "fallback:test", "hi")
+    assert run.returncode == 0 and "eval count" in run.stderr, run.stderr
+
+
 def test_hard_link_on_one_filesystem(
     merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,15 +243,20 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_another_filesystem_gets_an_in_kernel_copy(tmpfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    server = OllamaServe(tmpfs / "models", binary=ollama_binary("merged"), log_path=tmp_path / "serve.log",
+@pytest.mark.parametrize("line", ["merged", "split"])
+def test_another_filesystem_gets_an_in_kernel_copy(
+    tmpfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    server = OllamaServe(tmpfs / "models", binary=ollama_binary(line), log_path=tmp_path / "serve.log",
                          env={"HOME": str(tmp_path)})
     with server:
         monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
         model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=22)
         assert server.info is not None
         plan = plan_registration(server.info, [model])
-        assert [n.what for n in plan.needs] == ["copies of the files (another filesystem)"]
+        if server.info.accepts_split_gguf:
+            plan = replace(plan, route="place")  # the /api/create fallback of v0.30+
+        assert plan.route == "place"
         result = register_files(plan, _definition("copied:test", "v3", [model], server))
         assert result.placements == {"single.gguf": Placement.COPY}
         blob = LocalStore(server.models_dir).blob_path(_sha256(model))
@@ -241,8 +265,9 @@ def test_another_filesystem_gets_an_in_kernel_copy(tmpfs: Path, tmp_path: Path, 
 
 
 def test_a_store_of_another_user_falls_back_to_upload(
-    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ollama_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    merged_line_server = ollama_server  # both lines
     # A look-alike store owned by someone else (as the Linux service's store is).
     other = tmp_path / "other" / "models"
     (other / "blobs").mkdir(parents=True)
@@ -254,7 +279,8 @@ def test_a_store_of_another_user_falls_back_to_upload(
     plan = plan_registration(merged_line_server.info, [model])
     assert plan.route == "upload" and plan.store_reason == f"{other} belongs to another user"
     result = register_files(plan, _definition("uploaded:test", "v3", [model], merged_line_server))
-    assert result.placements == {"single.gguf": Placement.UPLOAD} and result.bytes_uploaded == model.stat().st_size
+    assert result.placements in ({"single.gguf": Placement.UPLOAD}, {"single.gguf": Placement.PRESENT})
+    assert "uploaded:test" in {m["name"] for m in OllamaAPI(merged_line_server.url).tags()}
 
 
 def test_a_read_only_store_falls_back_to_upload(
