@@ -47,13 +47,23 @@ def repo_files(size: int) -> dict[str, bytes]:
     return files
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+PEAK_RSS: dict[str, int] = {}
+
+
+def timed(argv: list[str], env: dict[str, str], label: str = "") -> float:
+    """Wall time of one cold run; with ``label``, that process's own peak RSS is kept too."""
     drop_caches()
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"{' '.join(argv[:4])} failed: {done.stderr[-800:]}")
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(argv[:4])} failed: {log.read().decode(errors='replace')[-800:]}")
+    if label:
+        PEAK_RSS[label] = usage.ru_maxrss * 1024
     return seconds
 
 
@@ -79,7 +89,8 @@ def main() -> None:
         for label, spec, include in (("6 shards", SHARDED, "UD-Q2_K_XL/*"), ("1 file", SINGLE, SINGLE_PATH)):
             hf_dir, home = work / "hf", work / "home"
             hf_s = timed([hf, "download", REPO, "--include", include, "--local-dir", str(hf_dir)], base)
-            ours_s = timed([python, "-m", "ollamads", "pull", spec], {**base, "OLLAMADS_HOME": str(home)})
+            ours_s = timed([python, "-m", "ollamads", "pull", spec], {**base, "OLLAMADS_HOME": str(home)},
+                           label=label)
             shutil.rmtree(hf_dir)
             shutil.rmtree(home)
             results[label] = {"hf download": hf_s, "ollamads pull": ours_s}
@@ -90,6 +101,8 @@ def main() -> None:
             print(f"  {label:<9} hf download {row['hf download']:6.2f}s ({size_mb / row['hf download']:6.1f} MB/s)"
                   f"   ollamads pull {row['ollamads pull']:6.2f}s ({size_mb / row['ollamads pull']:6.1f} MB/s)"
                   f"   ollamads {ratio:.2f}x faster")
+        print("  ollamads pull peak RSS: " + ", ".join(
+            f"{label} {rss / 1e6:.0f} MB" for label, rss in PEAK_RSS.items()))
 
         print("\nollamads pull of the single file by number of connections:")
         for count in (int(c) for c in args.sweep.split(",")):

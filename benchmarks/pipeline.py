@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -90,19 +89,20 @@ def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: 
 def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path) -> tuple[Measured, int]:
     env = {**os.environ, "OLLAMA_MODELS": str(server.models_dir), "OLLAMADS_HOME": str(home)}
     drop_caches()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    with DiskMeter(work) as meter:
-        done = subprocess.run(
+    with DiskMeter(work) as meter, tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
             [sys.executable, "-m", "ollamads", "register", "ollamads:bench", *map(str, shards),
-             "--host", server.url], env=env, capture_output=True, text=True,
+             "--host", server.url], env=env, stdout=log, stderr=log,
         )
-    if done.returncode:
-        raise SystemExit(f"ollamads register failed: {done.stderr[-500:]}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            log.seek(0)
+            raise SystemExit(f"ollamads register failed: {log.read().decode(errors='replace')[-500:]}")
+    rss = usage.ru_maxrss
     ollama_cli(server, "rm", "ollamads:bench")
     shutil.rmtree(home, ignore_errors=True)
     assert meter.result
-    return meter.result, max(rss, before) * 1024
+    return meter.result, rss * 1024
 
 
 def run_fallback(server: OllamaServe, shards: list[Path], work: Path, home: Path) -> tuple[Measured, int]:
