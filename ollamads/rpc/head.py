@@ -199,23 +199,28 @@ def listed_devices(stdout: str) -> list[ListedDevice]:
     return devices
 
 
-def _list_devices_error(output: str, endpoints: Sequence[Endpoint], llama_server: Path) -> WorkerError:
+def _list_devices_error(
+    output: str, endpoints: Sequence[Endpoint], probes: dict[Endpoint, WorkerProbe], llama_server: Path
+) -> WorkerError:
     by_text = {str(e): e for e in endpoints}
-    mismatch = _VERSION_MISMATCH.search(output)
-    failed = _HANDSHAKE_FAILED.search(output) or _CONNECT_FAILED.search(output)
-    endpoint = by_text.get(failed[1]) if failed else None
-    who = f"worker {endpoint}" if endpoint else "a worker"
-    if mismatch:
+    handshake = _HANDSHAKE_FAILED.search(output)
+    if handshake and handshake[1] in by_text:
+        # llama.cpp logs the worker's version on a log thread that the abort may cut short;
+        # the probe a moment ago read it.
+        endpoint = by_text[handshake[1]]
+        mismatch = _VERSION_MISMATCH.search(output)
+        version = mismatch[1] if mismatch else probes[endpoint].version_text
         return WorkerError(
-            f"{who} speaks RPC protocol {mismatch[1]}, which this head's llama-server does not accept",
-            f"run `ollamads worker` there with the rpc-server built with {llama_server} (same llama.cpp tree)",
+            f"worker {endpoint} speaks RPC protocol {version}, which this head's llama-server does not accept",
+            f"run the worker with the rpc-server built with {llama_server} (the same llama.cpp tree)",
         )
-    if failed and endpoint:
+    refused = _CONNECT_FAILED.search(output)
+    if refused and refused[1] in by_text:
         return WorkerError(
-            f"llama-server could not connect to {who}, which answered a moment ago",
+            f"llama-server could not connect to worker {refused[1]}, which answered a moment ago",
             "check that the worker is still running and that no other head is using it",
         )
-    return WorkerError(f"llama-server did not accept the workers: {_last_line(output)}", "see the line above; check each worker")
+    return WorkerError(f"llama-server did not accept the workers: {_last_line(output)}", "check each worker")
 
 
 def check_workers(llama_server: Path, endpoints: Sequence[Endpoint]) -> tuple[WorkerReport, ...]:
@@ -229,7 +234,7 @@ def check_workers(llama_server: Path, endpoints: Sequence[Endpoint]) -> tuple[Wo
             "check that no other head node is using them",
         ) from exc
     if result.returncode != 0:
-        raise _list_devices_error(result.stdout + result.stderr, endpoints, llama_server)
+        raise _list_devices_error(result.stdout + result.stderr, endpoints, probes, llama_server)
     devices = listed_devices(result.stdout)
     reports = []
     for endpoint in endpoints:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ollamads.rpc.protocol import (
     ALLOC_REPLY,
@@ -84,10 +84,14 @@ class MemoryCap:
 
 @dataclass
 class Traffic:
-    """Bytes through the relay since it started, per direction."""
+    """Bytes through the relay since it started, per direction, and both ways per command."""
 
     from_head: int = 0
     to_head: int = 0
+    by_command: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> Traffic:
+        return Traffic(self.from_head, self.to_head, dict(self.by_command))
 
 
 def _pump(source: socket.socket, sink: socket.socket, size: int, buffer: memoryview) -> None:
@@ -108,6 +112,7 @@ class _Session:
         self.backend: socket.socket | None = None
         self.buffers: dict[int, tuple[int, int]] = {}  # remote buffer -> (device, bytes)
         self.buffer = memoryview(bytearray(CHUNK))
+        self.command = ""
 
     def run(self) -> None:
         clean = False
@@ -136,11 +141,12 @@ class _Session:
         except ProtocolError:
             return False  # the head closed between messages
         command, size = REQUEST_HEADER.unpack(header)
-        self._count(from_head=len(header) + size)
         try:
             cmd = Command(command)
         except ValueError:
             return False  # a command this relay cannot frame: drop it like rpc-server does
+        self.command = cmd.name
+        self._count(from_head=len(header) + size)
         handler = _HANDLERS.get(cmd)
         if handler is not None and size == _REQUEST_SIZES[cmd]:
             handler(self, header, recv_exact(self.client, size))
@@ -153,9 +159,11 @@ class _Session:
         return True
 
     def _count(self, *, from_head: int = 0, to_head: int = 0) -> None:
+        traffic = self.relay.traffic
         with self.relay.lock:
-            self.relay.traffic.from_head += from_head
-            self.relay.traffic.to_head += to_head
+            traffic.from_head += from_head
+            traffic.to_head += to_head
+            traffic.by_command[self.command] = traffic.by_command.get(self.command, 0) + from_head + to_head
 
     def _forward(self, header: bytes, payload: bytes, reply_size: int | None) -> bytes | None:
         assert self.backend is not None
@@ -250,6 +258,10 @@ class CappingRelay:
         self.lock = threading.Lock()
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
+
+    def traffic_now(self) -> Traffic:
+        with self.lock:
+            return self.traffic.snapshot()
 
     def start(self) -> None:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
