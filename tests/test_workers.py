@@ -318,3 +318,16 @@ def test_worker_of_another_llama_cpp_is_refused(
         code, err = _serve(capsys, tmp_path, f"127.0.0.1:{port}")
     assert code == 1 and err.count("\n") == 1
     assert f"worker 127.0.0.1:{port}" in err and expected in err
+
+
+def test_toolchain_head_and_workers_come_from_one_llama_cpp_tree() -> None:
+    """scripts/toolchain.sh copies the RPC-enabled llama-server of its llama.cpp build into the
+    v0.32.15 install, next to the ggml-rpc-server of the same build."""
+    from ollamads.rpc.head import check_rpc_support, llama_server_of
+
+    head = llama_server_of(ollama_binary("split"))
+    assert head is not None
+    built = llama_cpp_tool("llama-server")
+    assert head.read_bytes() == built.read_bytes()
+    assert Path(executable("OLLAMADS_RPC_SERVER", "llama.cpp's rpc-server")).parent == built.parent
+    check_rpc_support(head, "0.32.15")  # raises unless the RPC backend is in

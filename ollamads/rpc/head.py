@@ -273,8 +273,11 @@ class WorkerWatch:
 
     def poll(self) -> list[WorkerError]:
         errors: list[WorkerError] = []
+        known = {str(e) for e in self.endpoints}
         for match in _RUNNER_FAILURE.finditer(self._new_text()):
             address = match["refused"] or match["handshake"]
+            if address and address not in known:
+                continue  # not one of ours (a line about something else)
             if address:
                 error = WorkerError(
                     f"llama-server could not reach worker {address}, so the model did not load",
