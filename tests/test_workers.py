@@ -331,3 +331,16 @@ def test_toolchain_head_and_workers_come_from_one_llama_cpp_tree() -> None:
     assert head.read_bytes() == built.read_bytes()
     assert Path(executable("OLLAMADS_RPC_SERVER", "llama.cpp's rpc-server")).parent == built.parent
     check_rpc_support(head, "0.32.15")  # raises unless the RPC backend is in
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--device", "NOPE"), "rpc-server has no device 'NOPE' — choose from CPU"),
+        (("--mem", "lots"), "--mem 'lots' is not a size"),
+        (("--host", "no-such-host.invalid"), "not an IPv4 address or a name that resolves to one"),
+    ],
+)
+def test_worker_bad_options(capsys: pytest.CaptureFixture[str], args: tuple[str, ...], expected: str) -> None:
+    code, out, err = run_cli(capsys, "worker", "--port", str(free_port()), *args)
+    assert code == 1 and out == "" and err.count("\n") == 1 and expected in err

@@ -73,13 +73,14 @@ def worker(
     if settings.exposed:
         console.print(f"[bold red]WARNING:[/] listening on {settings.host}. {SECURITY_WARNING}", soft_wrap=True)
     log_path = log or ollamads_home() / f"worker-{settings.port}.log"
-    running = RpcWorker(
-        settings, log_path,
-        on_line=lambda line: console.print(f"rpc-server: {line}", style="dim", soft_wrap=True, markup=False, highlight=False),
-    )
+    running = RpcWorker(settings, log_path)
     try:
         with exit_on_signals():
             answer = running.start()
+            # Only now: a failed start is one line (its output is in the log).
+            running.output.on_line = lambda line: console.print(
+                f"rpc-server: {line}", style="dim", soft_wrap=True, markup=False, highlight=False
+            )
             memory = ", ".join(f"{format_mib(d.free)} free of {format_mib(d.total)}" for d in answer.devices)
             cap = f" (capped at {format_mib(settings.memory_cap)} per device)" if settings.memory_cap else ""
             console.print(f"rpc-server {answer.version_text} ({settings.binary}) serves {memory}{cap}", soft_wrap=True)

@@ -161,7 +161,7 @@ def worker_settings(
         ipaddress.IPv4Address(address)
     except ValueError:
         raise WorkerError(
-            f"cannot listen on {host!r}: rpc-server binds IPv4 addresses only",
+            f"cannot listen on {host!r}: it is not an IPv4 address or a name that resolves to one",
             "give an IPv4 address of this machine, e.g. --host 10.0.0.2, or 0.0.0.0 for all",
         ) from None
     if not is_loopback(address) and not allow_remote:
@@ -326,7 +326,7 @@ class RpcWorker:
                 "choose another --port, or an address of this machine with --host",
             )
         if "unknown device" in text:
-            bad = next(line for line in lines if "unknown device" in line).split(":", 1)[1].strip()
+            bad = next(line for line in lines if "unknown device" in line).rsplit(":", 1)[1].strip()
             known = [line.split(":")[0].strip() for line in lines if line.startswith("  ") and "MiB" in line]
             return WorkerError(f"rpc-server has no device {bad!r}", f"choose from {', '.join(known) or 'the devices rpc-server lists'}")
         if "Failed to create cache directory" in text:
