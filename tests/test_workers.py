@@ -144,6 +144,9 @@ def test_worker_on_all_interfaces_warns(tmp_path: Path) -> None:
     with running_worker(tmp_path, "--host", "0.0.0.0", "--allow-remote") as worker:
         assert "WARNING" in worker.text and "no authentication and no encryption" in worker.text
         assert "trusted network" in worker.text
+        advertised = re.search(r"on the head node: ollamads serve --workers (\S+)", worker.text)
+        assert advertised and all(a.endswith(f":{worker.port}") for a in advertised[1].split(","))
+        assert "127.0.0.1" not in advertised[1] and "0.0.0.0" not in advertised[1]
         assert probe("127.0.0.1", worker.port).version[0] == PROTOCOL_MAJOR
 
 
@@ -241,8 +244,8 @@ def _serve(capsys: pytest.CaptureFixture[str], tmp_path: Path, workers: str, lin
            ollama: str | None = None) -> tuple[int, str]:
     code, out, err = run_cli(capsys, "serve", "--models", str(tmp_path / "store"), "--host", f"127.0.0.1:{free_port()}",
                              "--ollama", ollama or ollama_binary(line), "--workers", workers)
-    # Every check runs before the server would start: it never wrote its log.
-    assert not (tmp_path / "store" / "serve.log").exists()
+    # Every check runs before anything is created: no store, no server (it would write its log).
+    assert not (tmp_path / "store").exists()
     return code, err
 
 

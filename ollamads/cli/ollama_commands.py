@@ -97,12 +97,14 @@ def serve(
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
     console = stderr_console()
-    settings = serve_settings(models, host)
     head = None
-    if workers is not None:
+    if workers is not None:  # every check before anything is created
         from ollamads.cli import worker_commands
 
-        head, settings = worker_commands.prepare_workers(workers, ollama_binary, settings)
+        head = worker_commands.prepare_workers(workers, ollama_binary)
+    settings = serve_settings(models, host)
+    if head is not None:
+        settings = worker_commands.with_workers(settings, head)
     server = OllamaServe(
         settings.models_dir,
         binary=ollama_binary,

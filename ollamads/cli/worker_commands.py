@@ -101,17 +101,21 @@ def worker(
             )
 
 
-def prepare_workers(workers: str, ollama_binary: str | None, settings: ServeSettings) -> tuple[HeadPlan, ServeSettings]:
-    """``serve --workers``: every check before the server starts, and its environment."""
-    import dataclasses
-
+def prepare_workers(workers: str, ollama_binary: str | None) -> HeadPlan:
+    """``serve --workers``: every check, before the server or its store is touched."""
     from ollamads.ollama.serve import find_ollama
     from ollamads.rpc.endpoints import parse_workers
     from ollamads.rpc.head import prepare_head
 
     endpoints = parse_workers(workers)
-    head = prepare_head(find_ollama(ollama_binary), endpoints)
-    return head, dataclasses.replace(settings, environment={**settings.environment, **head.environment})
+    return prepare_head(find_ollama(ollama_binary), endpoints)
+
+
+def with_workers(settings: ServeSettings, head: HeadPlan) -> ServeSettings:
+    """The serve settings plus ``LLAMA_ARG_RPC``, which llama-server inherits from Ollama."""
+    import dataclasses
+
+    return dataclasses.replace(settings, environment={**settings.environment, **head.environment})
 
 
 def report_workers(console: Console, head: HeadPlan) -> None:
