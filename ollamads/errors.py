@@ -55,6 +55,10 @@ class ChecksumError(HubError):
     """A downloaded file does not match the sha256 the Hub lists for it."""
 
 
+class WorkerError(OllamadsError):
+    """An RPC worker (llama.cpp rpc-server) is unreachable, incompatible or misconfigured."""
+
+
 class BusyError(OllamadsError):
     """Another ollamads process is working on the same files."""
 
@@ -76,4 +80,5 @@ __all__ = [
     "ServerError",
     "ShardSetError",
     "ToolNotFoundError",
+    "WorkerError",
 ]

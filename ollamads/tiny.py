@@ -364,10 +364,13 @@ def write_tiny_model(
     *,
     seed: int = 0,
     weight_type: GGMLQuantizationType = GGMLQuantizationType.Q8_0,
+    spec: TinyModelSpec | None = None,
 ) -> Path:
-    """Write the tiny model of ``family`` as one GGUF file at ``path`` (Q8_0 or F16 matrices)."""
+    """Write the tiny model of ``family`` as one GGUF file at ``path`` (Q8_0 or F16 matrices).
+
+    ``spec`` writes other dimensions instead (its own family, seed and weight type apply)."""
     path = Path(path)
-    kvs, tensors = _build(TinyModelSpec(family, seed, weight_type=weight_type))
+    kvs, tensors = _build(spec or TinyModelSpec(family, seed, weight_type=weight_type))
     path.parent.mkdir(parents=True, exist_ok=True)
     _writer(kvs, tensors).write(path)
     return path

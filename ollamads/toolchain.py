@@ -36,3 +36,10 @@ def built_ollama_binaries() -> list[Path]:
         if os.access(path, os.X_OK)
     ]
     return sorted(found, key=lambda p: parse_version(p.parent.parent.name.removeprefix("ollama-")))
+
+
+def built_llama_cpp_tools(name: str) -> list[Path]:
+    """``llama.cpp-*/bin/NAME`` in the cache (rpc-server, llama-server...), in name order."""
+    return sorted(
+        path for path in toolchain_dir().glob(f"llama.cpp-*/bin/{name}") if os.access(path, os.X_OK)
+    )

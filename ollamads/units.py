@@ -8,6 +8,7 @@ names each term, its directory and the filesystem it lands on.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,30 @@ def format_bytes(n: int | float) -> str:
     if abs(n) >= MB:
         return f"{n / MB:.1f} MB"
     return f"{n / KB:.1f} kB" if abs(n) >= KB else f"{int(n)} B"
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_bytes(text: str) -> int:
+    """``"24GiB"``, ``"24G"`` (both 24 x 2^30), ``"24GB"`` (24 x 10^9), ``"512"`` -> bytes.
+
+    A unit letter alone or with ``i`` counts in powers of 1024, as memory sizes usually are;
+    with ``B`` and no ``i`` in powers of 1000. Raises ValueError for anything else.
+    """
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit, binary, b = match.groups()
+    base = 1000 if (b and not binary and unit) else 1024
+    return int(float(number) * base ** _POWERS[unit.lower()])
+
+
+def format_mib(n: int) -> str:
+    """MiB, as llama.cpp prints device memory (``24152 MiB``), with a decimal when not whole."""
+    mib = n / (1 << 20)
+    return f"{mib:.0f} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -158,6 +183,8 @@ __all__ = [
     "DiskShortfall",
     "Filesystem",
     "check_space",
+    "format_mib",
+    "parse_bytes",
     "disk_free",
     "disk_full_error",
     "existing_ancestor",

@@ -17,6 +17,7 @@ from ollamads.cli._options import (
     TemplateModeOpt,
     choice_value,
 )
+from ollamads.cli._signals import exit_on_signals
 
 
 def register_command(
@@ -75,19 +76,35 @@ def register_command(
     typer.echo(f"ollama run {result.name}")
 
 
+@exit_on_signals()  # SIGTERM/SIGHUP stop the server too, like Ctrl-C
 def serve(
     models: ModelsDirOpt = None,
     host: Annotated[
         Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1:11434: loopback only).")
     ] = None,
     ollama_binary: OllamaBinaryOpt = None,
+    workers: Annotated[
+        Optional[str],
+        typer.Option(
+            "--workers",
+            help="Spread models over llama.cpp RPC workers (`ollamads worker`), host:port,... "
+            "(Ollama >= 0.30 with an RPC-enabled llama-server).",
+        ),
+    ] = None,
 ) -> None:
     """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
     from ollamads.cli._progress import stderr_console
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
     console = stderr_console()
+    head = None
+    if workers is not None:  # every check before anything is created
+        from ollamads.cli import worker_commands
+
+        head = worker_commands.prepare_workers(workers, ollama_binary)
     settings = serve_settings(models, host)
+    if head is not None:
+        settings = worker_commands.with_workers(settings, head)
     server = OllamaServe(
         settings.models_dir,
         binary=ollama_binary,
@@ -101,8 +118,12 @@ def serve(
         console.print("  " + " ".join(f"{k}={v}" for k, v in settings.environment.items()))
         console.print(f"  log: {server.log_path}")
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")
+        if head is not None:
+            worker_commands.report_workers(console, head)
         typer.echo("ready", err=True)
         assert server.process is not None
+        if head is not None:  # until the server exits
+            worker_commands.watch_workers(console, server, head)
         server.process.wait()
     finally:
         server.stop()
