@@ -10,6 +10,7 @@ real. Deterministic (same arguments, same bytes) and standard library only.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ollamads._resources import templates_dir
+from ollamads.gguf.deepseek2 import ARCH, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -32,7 +34,6 @@ FAMILIES = ("v3.1", "r1", "v3")
 DEFAULT_NAMES = {"v3.1": "DeepSeek-V3.1", "r1": "DeepSeek-R1", "v3": "DeepSeek-V3-0324"}
 TEMPLATE_FILES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}
 
-ARCH = "deepseek2"
 #: llama.cpp's ``<prefix>-%05d-of-%05d.gguf`` (llama_split_path), with Unsloth's ``-UD-<QUANT>``.
 SHARD_NAME_FORMAT = "{name}-UD-{quant}-{no:05d}-of-{count:05d}.gguf"
 
@@ -130,6 +131,17 @@ class TinyModelSpec:
     def model_name(self) -> str:
         return self.name or DEFAULT_NAMES[self.family]
 
+    def dims(self, n_vocab: int) -> DeepSeek2Dims:
+        """The tensor shapes; the output head is tied to the embeddings, as in the tiny model."""
+        return DeepSeek2Dims(
+            n_layer=self.n_layer, n_dense_lead=self.n_dense_lead, n_embd=self.n_embd,
+            n_ff=self.n_ff, n_head=self.n_head, q_lora_rank=self.q_lora_rank,
+            kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
+            qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
+            n_expert=self.n_expert, n_expert_shared=self.n_expert_shared,
+            n_ff_exp=self.n_ff_exp, n_vocab=n_vocab, tied_output=True,
+        )
+
 
 # --- tokenizer -----------------------------------------------------------------------------
 
@@ -197,62 +209,37 @@ class _Tensor:
 
 
 def _tensors(spec: TinyModelSpec, n_vocab: int, special_ids: set[int]) -> Iterator[_Tensor]:
-    """Every tensor in the order convert_hf_to_gguf emits them, with shapes from deepseek2.cpp."""
+    """Every tensor of :func:`~ollamads.gguf.deepseek2.tensor_layout`, with random data."""
     rng = random.Random(spec.seed)
     wt = spec.weight_type
     f32 = GGMLQuantizationType.F32
 
-    def matrix(name: str, *shape: int, scale: float = 0.5) -> _Tensor:
-        n = 1
-        for d in shape:
-            n *= d
-        values = [(rng.random() * 2.0 - 1.0) * scale for _ in range(n)]
-        return _Tensor(name, shape, wt, _encode(values, wt))
+    def uniform(n: int, scale: float = 1.0) -> list[float]:
+        return [(rng.random() * 2.0 - 1.0) * scale for _ in range(n)]
 
-    def ones(name: str, n: int) -> _Tensor:
-        return _Tensor(name, (n,), f32, _encode([1.0] * n, f32))
-
-    e = spec.n_embd
-    # Zero embedding rows for the special tokens: with tied output weights their logits stay
-    # 0, so greedy decoding of random weights prints text instead of stopping at once.
-    embd = [
-        0.0 if row in special_ids else (rng.random() * 2.0 - 1.0)
-        for row in range(n_vocab)
-        for _ in range(e)
-    ]
-    yield _Tensor("token_embd.weight", (e, n_vocab), wt, _encode(embd, wt))
-
-    k_mla = spec.qk_nope_head_dim + spec.qk_rope_head_dim
-    for i in range(spec.n_layer):
-        p = f"blk.{i}."
-        yield ones(p + "attn_norm.weight", e)
-        yield matrix(p + "attn_q_a.weight", e, spec.q_lora_rank)
-        yield ones(p + "attn_q_a_norm.weight", spec.q_lora_rank)
-        yield matrix(p + "attn_q_b.weight", spec.q_lora_rank, spec.n_head * k_mla)
-        yield matrix(p + "attn_kv_a_mqa.weight", e, spec.kv_lora_rank + spec.qk_rope_head_dim)
-        yield ones(p + "attn_kv_a_norm.weight", spec.kv_lora_rank)
-        yield matrix(p + "attn_k_b.weight", spec.qk_nope_head_dim, spec.kv_lora_rank, spec.n_head)
-        yield matrix(p + "attn_v_b.weight", spec.kv_lora_rank, spec.v_head_dim, spec.n_head)
-        yield matrix(p + "attn_output.weight", spec.n_head * spec.v_head_dim, e)
-        yield ones(p + "ffn_norm.weight", e)
-        if i < spec.n_dense_lead:
-            yield matrix(p + "ffn_gate.weight", e, spec.n_ff)
-            yield matrix(p + "ffn_up.weight", e, spec.n_ff)
-            yield matrix(p + "ffn_down.weight", spec.n_ff, e)
-            continue
-        router = [(rng.random() * 2.0 - 1.0) for _ in range(e * spec.n_expert)]
-        yield _Tensor(p + "ffn_gate_inp.weight", (e, spec.n_expert), f32, _encode(router, f32))
-        bias = [(rng.random() - 0.5) * 0.1 for _ in range(spec.n_expert)]
-        yield _Tensor(p + "exp_probs_b.bias", (spec.n_expert,), f32, _encode(bias, f32))
-        yield matrix(p + "ffn_gate_exps.weight", e, spec.n_ff_exp, spec.n_expert)
-        yield matrix(p + "ffn_up_exps.weight", e, spec.n_ff_exp, spec.n_expert)
-        yield matrix(p + "ffn_down_exps.weight", spec.n_ff_exp, e, spec.n_expert)
-        shared = spec.n_ff_exp * spec.n_expert_shared
-        yield matrix(p + "ffn_gate_shexp.weight", e, shared)
-        yield matrix(p + "ffn_up_shexp.weight", e, shared)
-        yield matrix(p + "ffn_down_shexp.weight", shared, e)
-    yield ones("output_norm.weight", e)
-    # No output.weight: llama.cpp ties it to token_embd (TENSOR_DUPLICATED).
+    for slot in tensor_layout(spec.dims(n_vocab)):
+        name, shape = slot.name, slot.shape
+        n = math.prod(shape)
+        if name == TOKEN_EMBD:
+            # Zero embedding rows for the special tokens: with tied output weights their
+            # logits stay 0, so greedy decoding of random weights prints text instead of
+            # stopping at once.
+            e = shape[0]
+            embd = [
+                0.0 if row in special_ids else (rng.random() * 2.0 - 1.0)
+                for row in range(n_vocab)
+                for _ in range(e)
+            ]
+            yield _Tensor(name, shape, wt, _encode(embd, wt))
+        elif len(shape) == 1 and name.endswith("norm.weight"):
+            yield _Tensor(name, shape, f32, _encode([1.0] * n, f32))
+        elif name.endswith("ffn_gate_inp.weight"):
+            yield _Tensor(name, shape, f32, _encode(uniform(n), f32))
+        elif name.endswith("exp_probs_b.bias"):
+            bias = [(rng.random() - 0.5) * 0.1 for _ in range(n)]
+            yield _Tensor(name, shape, f32, _encode(bias, f32))
+        else:
+            yield _Tensor(name, shape, wt, _encode(uniform(n, 0.5), wt))
 
 
 # --- metadata ------------------------------------------------------------------------------
@@ -320,6 +307,19 @@ def _metadata(spec: TinyModelSpec, tokens: list[str], types: list[int]) -> list[
         ("tokenizer.ggml.add_eos_token", False, b),
         ("tokenizer.chat_template", chat_template(spec.family), s),
     ]
+
+
+def model_metadata(spec: TinyModelSpec, n_vocab: int | None = None) -> list[tuple]:
+    """The key/values of the model as ``(key, value, type)``; with ``n_vocab`` the vocabulary is
+    padded with unused tokens to that size, for full-size shapes (DeepSeek's 129280)."""
+    tokens, types = tokenizer_vocab()
+    if n_vocab is not None:
+        if n_vocab < len(tokens):
+            raise ValueError(f"n_vocab must be at least {len(tokens)}, got {n_vocab}")
+        filler = n_vocab - len(tokens)
+        tokens = tokens + [f"<unused_{i}>" for i in range(filler)]
+        types = types + [_TOKEN_USER_DEFINED] * filler
+    return _metadata(spec, tokens, types)
 
 
 def _build(spec: TinyModelSpec) -> tuple[list[tuple], list[_Tensor]]:
@@ -411,6 +411,7 @@ __all__ = [
     "FAMILIES",
     "SHARD_NAME_FORMAT",
     "TinyModelSpec",
+    "model_metadata",
     "normalize_quant",
     "shard_name",
     "tokenizer_vocab",
