@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollamads.errors import InsufficientSpaceError
+from ollamads.errors import InsufficientSpaceError, OllamadsError
 
 KB, MB, GB = 1_000, 1_000_000, 1_000_000_000
 GIB = 1 << 30
@@ -28,6 +28,31 @@ def format_bytes(n: int | float) -> str:
     if abs(n) >= MB:
         return f"{n / MB:.1f} MB"
     return f"{n / KB:.1f} kB" if abs(n) >= KB else f"{int(n)} B"
+
+
+_SIZE_UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """``"24"``, ``"24G"``, ``"24GB"``, ``"24GiB"`` -> 24 GiB; ``"512M"`` -> 512 MiB.
+
+    Memory sizes are binary whatever the suffix says, as GPU makers and ``free -g`` mean them
+    (a "24 GB" GPU has 24 GiB); a bare number is GiB."""
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    suffix = raw[len(number):]
+    unit = "b" if suffix == "b" else suffix.removesuffix("ib").removesuffix("b")
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _SIZE_UNITS or value != value:
+        raise OllamadsError(
+            f"cannot read the {what} {text!r}", "write it like 24G, 24GB, 24GiB, 512M or 128"
+        )
+    if value < 0:
+        raise OllamadsError(f"the {what} cannot be negative ({text})", "pass a size like 24G")
+    return int(value * _SIZE_UNITS[unit])
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -165,5 +190,6 @@ __all__ = [
     "format_bytes",
     "group_by_filesystem",
     "is_disk_full",
+    "parse_size",
     "shortfalls",
 ]
