@@ -172,8 +172,30 @@ __all__ = [
     "Machine",
     "available_ram",
     "detect_gpus",
+    "given_machine",
     "nvidia_gpus",
     "rocm_gpus",
     "this_machine",
     "total_ram",
 ]
+
+
+def given_machine(ram: int | None, vram: list[int] | None, detected: Machine | None = None) -> Machine:
+    """The machine as detected, with RAM and/or the GPUs' memory replaced by given figures
+    (``vram`` one size per GPU; ``[0]`` means no GPU)."""
+    machine = detected or this_machine()
+    if ram is None and vram is None:
+        return machine
+    gpus = machine.gpus
+    unified = machine.unified
+    if vram is not None:
+        gpus = tuple(GPU(f"GPU{i}", size, None, "given") for i, size in enumerate(vram) if size > 0)
+        unified = False
+    return Machine(
+        ram=machine.ram if ram is None else ram,
+        gpus=gpus,
+        disk_free=machine.disk_free,
+        ram_available=None if ram is not None else machine.ram_available,
+        unified=unified,
+        source="given",
+    )

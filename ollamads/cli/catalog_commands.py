@@ -14,7 +14,14 @@ GIB = 1 << 30  # Unsloth's published "GB" are GiB (the Hub's byte counts say so)
 
 
 def _entry_record(entry: Any, machine: Any) -> dict[str, Any]:
+    from ollamads.plan.family import plan_entry
+    from ollamads.plan.recommend import PlanRequest, fits_machine
+
     size = int(entry.quant.size_gb * GIB) if entry.quant.size_gb else None
+    # The same model as `ollamads plan`: exact when the quant's headers were read before,
+    # else estimated from the published size; the catalog's context, a q8_0 KV cache.
+    ctx = entry.parameters.get("num_ctx", 16384)
+    plan = plan_entry(entry, machine, PlanRequest(ctx=int(ctx), kv_type="q8_0"))
     return {
         "model": entry.model.key,
         "quant": entry.quant.name,
@@ -27,7 +34,9 @@ def _entry_record(entry: Any, machine: Any) -> dict[str, Any]:
         "family": entry.prompt_family.name,
         "thinking": entry.model.thinking,
         "ollama_name": entry.ollama_name,
-        "fits_memory": machine.fits_memory(size) if size else None,
+        "fit": plan.fit if plan else None,
+        "fit_exact": plan.memory.exact if plan else None,
+        "fits_memory": fits_machine(plan.fit) if plan else None,
         "fits_disk": machine.fits_disk(size) if size else None,
         "parameters": dict(entry.parameters),
         "source": entry.quant.source,
@@ -57,15 +66,18 @@ def list_command(as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(records, indent=1, ensure_ascii=False))
         return
-    table = Table(title=f"RAM {machine.ram / GIB:.0f} GiB + VRAM {machine.vram / GIB:.0f} GiB, "
-                        f"{machine.disk_free / GIB:.0f} GiB free disk")
-    for column in ("model", "quant", "bits", "size", "shards", "fits RAM+VRAM", "fits disk"):
+    from ollamads.cli.plan_commands import short_fit
+
+    table = Table(title=f"{machine.describe()}, {machine.disk_free / GIB:.0f} GiB free disk",
+                  caption="fits: where `ollamads plan` puts it (GPU, GPU+RAM, RAM; disk = pages "
+                          "from disk); ~ estimated from the published size, else from its headers")
+    for column in ("model", "quant", "bits", "size", "shards", "fits", "fits disk"):
         table.add_column(column)
     for r in records:
         table.add_row(
             r["model"], r["quant"], str(r["moe_bits"] or "?"),
             f"{r['size_gb']} GB" if r["size_gb"] else "?", str(r["shards"] or "?"),
-            _yes_no(r["fits_memory"]), _yes_no(r["fits_disk"]),
+            short_fit(r["fit"], bool(r["fit_exact"])), _yes_no(r["fits_disk"]),
         )
     Console().print(table)
 

@@ -8,13 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 from ollamads.cli._options import (
+    CtxOpt,
     DryRunOpt,
     FamilyChoice,
     HostOpt,
+    KVTypeChoice,
+    KVTypeOpt,
     ModelsDirOpt,
     OllamaBinaryOpt,
     ParameterOpt,
+    RamOpt,
     TemplateModeOpt,
+    VramOpt,
     choice_value,
 )
 
@@ -81,13 +86,28 @@ def serve(
         Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1:11434: loopback only).")
     ] = None,
     ollama_binary: OllamaBinaryOpt = None,
+    plan: Annotated[
+        Optional[str], typer.Option("--plan", metavar="MODEL:QUANT",
+                                    help="Also set the offload environment `ollamads plan` gives this model.")
+    ] = None,
+    ram: RamOpt = None,
+    vram: VramOpt = None,
+    ctx: CtxOpt = None,
+    kv_type: KVTypeOpt = KVTypeChoice.q8_0,
 ) -> None:
     """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
     from ollamads.cli._progress import stderr_console
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
     console = stderr_console()
-    settings = serve_settings(models, host)
+    planned: dict[str, str] = {"OLLAMA_KV_CACHE_TYPE": str(choice_value(kv_type))}
+    if plan:
+        from ollamads.cli.plan_commands import serve_plan
+
+        planned, said = serve_plan(plan, ollama_binary, ram, vram, ctx, kv_type)
+        for line in said:
+            console.print(line, soft_wrap=True)
+    settings = serve_settings(models, host, planned)
     server = OllamaServe(
         settings.models_dir,
         binary=ollama_binary,

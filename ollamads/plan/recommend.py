@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from ollamads.errors import OllamadsError
 from ollamads.hardware import Machine
 from ollamads.ollama.versions import kv_types_for
+from ollamads.gguf.format import GGML_QUANT_SIZES
 from ollamads.plan.memory import (
     DEFAULT_UBATCH,
+    KV_CACHE_TYPES,
     ModelMemory,
     compute_bytes,
     kv_bytes,
@@ -137,6 +139,19 @@ def gpu_budgets(machine: Machine, request: PlanRequest) -> list[int]:
     return [max(0, gpu.total - request.gpu_reserve) for gpu in machine.gpus]
 
 
+def check_kv_rows(memory: ModelMemory, kv_type: str) -> None:
+    """llama.cpp refuses a quantized cache whose K rows are not whole blocks of the type
+    ("K cache type q8_0 with block size 32 does not divide n_embd_head_k")."""
+    block = KV_CACHE_TYPES[kv_type]
+    size = GGML_QUANT_SIZES[block][0]
+    if memory.shape.key_length % size:
+        raise OllamadsError(
+            f"llama.cpp refuses a {kv_type} KV cache for {memory.name}: its K rows of "
+            f"{memory.shape.key_length} are not whole {size}-element blocks",
+            "use --kv-type f16 (or bf16, f32)",
+        )
+
+
 def check_request(memory: ModelMemory, machine: Machine, request: PlanRequest) -> None:
     """Bad figures get a one-line error before any arithmetic."""
     if machine.ram <= 0:
@@ -161,6 +176,7 @@ def check_request(memory: ModelMemory, machine: Machine, request: PlanRequest) -
         which = "Ollama <= 0.24" if request.line == "merged" else "llama-server (Ollama >= 0.30)"
         raise OllamadsError(f"{which} does not accept the KV cache type {request.kv_type!r}",
                             f"use --kv-type with one of {', '.join(accepted)}")
+    check_kv_rows(memory, request.kv_type)
 
 
 # --- the llama.cpp placement (Ollama >= 0.30, llama-server) ------------------------------------

@@ -1,0 +1,224 @@
+"""``ollamads plan`` (which quant fits, how to offload it) and ``ollamads doctor``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from ollamads.cli._options import (
+    CtxOpt,
+    HostOpt,
+    JsonOpt,
+    KVTypeChoice,
+    KVTypeOpt,
+    RamOpt,
+    RevisionOpt,
+    ServerLineChoice,
+    ServerLineOpt,
+    VramOpt,
+    choice_value,
+)
+
+if TYPE_CHECKING:
+    from ollamads.hardware import Machine
+    from ollamads.plan.planner import PlanResult
+
+GIB = 1 << 30
+_FIT_WORDS = {
+    "gpu": "fits on the GPU",
+    "gpu+ram": "fits GPU + RAM",
+    "ram": "fits in RAM (CPU only)",
+    "disk": "does not fit: pages from disk",
+    "no-load": "does not load on this server",
+}
+_SHORT_FIT = {"gpu": "GPU", "gpu+ram": "GPU+RAM", "ram": "RAM", "disk": "disk", "no-load": "no"}
+
+
+# --- options shared with serve / create / list -------------------------------------------------
+
+
+def machine_from_options(ram: str | None, vram: list[str] | None) -> Machine:
+    """This machine, with --ram / --vram (repeatable or comma lists) replacing what was found."""
+    from ollamads.hardware import given_machine
+    from ollamads.units import parse_size
+
+    ram_bytes = None if ram is None else parse_size(ram, what="RAM")
+    sizes = None
+    if vram:
+        sizes = [parse_size(part, what="GPU memory") for item in vram for part in item.split(",")
+                 if part.strip()]
+    return given_machine(ram_bytes, sizes)
+
+
+def server_line(choice: ServerLineChoice | None, host: str | None = None) -> tuple[str, str]:
+    """The line to plan for and why: the option, else the running server's, else split."""
+    if choice is not None:
+        return choice.value, "given"
+    from ollamads.ollama.api import answers
+
+    info = answers(host)
+    if info is not None:
+        return info.line, f"Ollama {info.version} at {info.host}"
+    return "split", "no server answered; Ollama >= 0.30 assumed"
+
+
+def short_fit(fit: str | None, exact: bool = True) -> str:
+    if fit is None:
+        return "?"
+    return _SHORT_FIT[fit] + ("" if exact else "~")
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+def _gb(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _render(result: PlanResult, line_reason: str) -> str:
+    from ollamads.plan.recommend import ram_budget, gpu_budgets
+
+    plan, memory, source = result.plan, result.plan.memory, result.source
+    request, machine = plan.request, plan.machine
+    out: list[str] = []
+    files = len(memory.files) or "?"
+    where = {"local files": "read from the local files",
+             "Hub headers": (f"read from the Hub's headers ({source.fetched / 1e6:.1f} MB fetched now)"
+                             if source.fetched else "read from cached Hub headers"),
+             "published size": "estimated from the published size"}[memory.source]
+    out.append(f"{source.label}: {memory.file_size / 1e9:.1f} GB in {files} file(s); "
+               f"tensor table {where}")
+    out.append(f"machine: {machine.describe()} ({machine.source}); context {request.ctx}, "
+               f"KV cache {request.kv_type}; server line {request.line} ({line_reason})")
+    moe = [layer for layer in memory.layers if layer.routed_experts]
+    non_expert = sum(layer.non_expert for layer in memory.layers)
+    out.append("")
+    out.append("bytes")
+    out.append(f"  embeddings (stay on the CPU)      {_gb(memory.input):>12}")
+    out.append(f"  output head                       {_gb(memory.output):>12}"
+               + ("  (a copy of the embeddings)" if memory.output_tied else ""))
+    out.append(f"  {memory.shape.n_layer} layers: attention/dense/shared {_gb(non_expert):>12}"
+               f"  (largest layer {_gb(max((l.non_expert for l in memory.layers), default=0))})")
+    out.append(f"             routed experts        {_gb(memory.routed_expert_bytes):>12}"
+               + (f"  ({_gb(moe[0].routed_experts)} per MoE layer, {len(moe)} layers)" if moe else ""))
+    out.append(f"  KV cache ({plan.llama.kv_type}, {request.ctx} tokens)  {_gb(plan.llama.kv_bytes):>12}"
+               f"  (Ollama <= 0.24: {_gb(plan.merged.kv_bytes)} at f16, K and V)")
+    main = max((load.compute for load in plan.llama.loads), default=0)
+    out.append(f"  compute buffer (estimate)         {_gb(main):>12}")
+    out.append("")
+    layout = plan.layout
+    out.append(f"{_FIT_WORDS[layout.fit]}: {plan.speed}")
+    budgets = gpu_budgets(machine, request)
+    for load, budget in zip(layout.gpu_loads, budgets):
+        out.append(f"  {load.name:5} {_gb(load.total):>10} of {_gb(budget)} usable "
+                   f"(weights {_gb(load.weights)}, KV {_gb(load.kv)}, compute {_gb(load.compute)})")
+    cpu = layout.cpu_load
+    out.append(f"  {'RAM':5} {_gb(cpu.total):>10} of {_gb(ram_budget(machine, request))} usable "
+               f"(weights {_gb(cpu.weights)}, KV {_gb(cpu.kv)}, compute {_gb(cpu.compute)})")
+    out.append(f"  placement: {layout.offload.describe(memory.shape.n_layer)}")
+    out.append("")
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.environment.items())
+    spec = source.label
+    out.append(f"Ollama >= 0.30 ({_FIT_WORDS[plan.llama.fit]}): start the server with")
+    out.append(f"  {env} ollama serve")
+    out.append(f"  (`ollamads serve --plan {spec}` does), leave num_gpu unset, and use "
+               f"PARAMETER num_ctx {request.ctx}")
+    merged_params = f"PARAMETER num_gpu {plan.merged.offload.gpu_layers}, PARAMETER num_ctx {request.ctx}"
+    out.append(f"Ollama <= 0.24 ({_FIT_WORDS[plan.merged.fit]}): whole layers only: {merged_params}")
+    if plan.parameters:
+        params = ", ".join(f"{k} {v}" for k, v in plan.parameters.items())
+        out.append(f"  `ollamads create {spec} --plan` writes the PARAMETERs for this line: {params}")
+    out.append("llama.cpp:")
+    out.append("  " + shlex.join(plan.llama_server))
+    largest = result.largest
+    if result.family:
+        if largest is None:
+            out.append("\nno quant of this model runs from this machine's memory")
+        else:
+            how = "" if largest.exact else " (estimated from its published size)"
+            out.append(f"\nlargest quant of {largest.entry.model.key} that fits this machine: "
+                       f"{largest.entry.quant.name}, {_FIT_WORDS[largest.plan.fit]}{how}")  # type: ignore[union-attr]
+        out.append("  " + "  ".join(f"{f.entry.quant.name} {short_fit(f.plan.fit if f.plan else None, f.exact)}"
+                                    for f in result.family))
+    for note in plan.notes:
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+def plan_command(
+    model: Annotated[str, typer.Argument(help="Catalog model and quant (r1:IQ1_S), or a .gguf file (first shard).")],
+    ram: RamOpt = None,
+    vram: VramOpt = None,
+    ctx: CtxOpt = None,
+    kv_type: KVTypeOpt = KVTypeChoice.q8_0,
+    line: ServerLineOpt = None,
+    host: HostOpt = None,
+    revision: RevisionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which quant fits this machine and how to offload it, from the model's own tensor table."""
+    from ollamads.plan.planner import plan_model, result_record
+
+    machine = machine_from_options(ram, vram)
+    line_value, reason = server_line(line, host)
+    result = plan_model(model, machine, ctx=ctx, kv_type=str(choice_value(kv_type)),
+                        line=line_value, revision=revision)
+    if as_json:
+        record = result_record(result)
+        record["server_line_reason"] = reason
+        typer.echo(json.dumps(record, indent=1))
+        return
+    typer.echo(_render(result, reason))
+
+
+def serve_plan(
+    model: str, binary: str | None, ram: str | None, vram: list[str] | None, ctx: int | None,
+    kv_type: KVTypeChoice,
+) -> tuple[dict[str, str], list[str]]:
+    """``serve --plan``: the environment for the binary's line, and lines saying what it does."""
+    from ollamads.ollama.serve import find_ollama, ollama_version
+    from ollamads.ollama.versions import ServerInfo
+    from ollamads.plan.planner import plan_model
+
+    version = ollama_version(find_ollama(binary))
+    line = ServerInfo("", version).line
+    result = plan_model(model, machine_from_options(ram, vram), ctx=ctx,
+                        kv_type=str(choice_value(kv_type)), line=line)
+    plan = result.plan
+    said = [f"plan for {result.source.label} on Ollama {version}: {_FIT_WORDS[plan.fit]} "
+            f"({plan.layout.offload.describe(plan.memory.shape.n_layer)})"]
+    if line == "split":
+        env = dict(plan.environment)
+        said.append("  these apply to every model this server loads; leave num_gpu unset "
+                    "(a num_gpu makes Ollama pass -ngl)")
+    else:
+        env = {"OLLAMA_CONTEXT_LENGTH": str(plan.request.ctx)}
+        said.append(f"  Ollama {version} cannot keep experts on the CPU: register the model with "
+                    f"PARAMETER num_gpu {plan.merged.offload.gpu_layers} "
+                    f"(`ollamads create {result.source.label} --plan`)")
+    return env, said
+
+
+def create_plan_parameters(model: str, host: str | None) -> tuple[dict[str, object], str]:
+    """``create --plan``: the plan's PARAMETERs for the server at ``host`` and this machine."""
+    from ollamads.hardware import this_machine
+    from ollamads.ollama.api import probe
+    from ollamads.plan.planner import plan_model
+
+    server = probe(host)
+    result = plan_model(model, this_machine(), line=server.line)
+    plan = result.plan
+    params = dict(plan.parameters)
+    shown = ", ".join(f"{k} {v}" for k, v in params.items())
+    return params, (f"plan for Ollama {server.version}: {_FIT_WORDS[plan.fit]}; "
+                    f"PARAMETERs {shown}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)
+
+
+__all__ = ["create_plan_parameters", "machine_from_options", "plan_command", "register", "serve_plan", "server_line", "short_fit"]
