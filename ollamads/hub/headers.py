@@ -76,6 +76,7 @@ def file_prefix(repo: str, commit: str, remote: RemoteFile, length: int) -> tupl
                 try:
                     have = _append(session, url, hub_host, repo, remote, out, have, want)
                 except _Again as exc:
+                    have = out.tell()  # what arrived before the failure is kept
                     failures = 0 if have > before else failures + 1
                     if failures > len(_RETRIES):
                         raise HubError(
@@ -118,13 +119,21 @@ def _append(
                     f"(asked {expected}, got {response.headers.get('Content-Range')!r})",
                     "try again later",
                 )
-            try:
-                for chunk in response.iter_content(READ_SIZE):
-                    out.write(chunk)
-                    out.flush()  # what arrived is kept if the connection drops
-                    have += len(chunk)
-            except requests.RequestException as exc:
-                raise _Again(type(exc).__name__) from None
+            from urllib3.exceptions import HTTPError as Urllib3Error
+
+            # read1 hands over what has arrived, so a dropped connection keeps its bytes.
+            raw = response.raw
+            read = raw.read1 if hasattr(raw, "read1") else raw.read
+            while have < want:
+                try:
+                    chunk = read(min(READ_SIZE, want - have))
+                except (Urllib3Error, OSError):  # reading only: disk errors come from write
+                    raise _Again("the connection broke off") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                out.flush()
+                have += len(chunk)
             if have < want:
                 raise _Again("the connection broke off")
             return have
