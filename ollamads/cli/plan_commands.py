@@ -217,8 +217,43 @@ def create_plan_parameters(model: str, host: str | None) -> tuple[dict[str, obje
                     f"PARAMETERs {shown}")
 
 
+# --- doctor --------------------------------------------------------------------------------
+
+
+_STATUS_STYLE = {"ok": "green", "info": "cyan", "warn": "yellow", "fail": "red"}
+
+
+def doctor_command(host: HostOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the server, KV cache, store, memory, llama.cpp, the Hub and Open WebUI; a fix for
+    each finding. Exit code: 0 all fine, 3 warnings, 4 failures."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ollamads.doctor import exit_code, run_checks, worst
+
+    findings = run_checks(host)
+    code = exit_code(findings)
+    if as_json:
+        typer.echo(json.dumps({
+            "worst": worst(findings), "exit_code": code,
+            "findings": [{"check": f.check, "status": f.status, "summary": f.summary, "fix": f.fix,
+                          "details": dict(f.details)} for f in findings],
+        }, indent=1))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        for f in findings:
+            style = _STATUS_STYLE[f.status]
+            console.print(f"[{style}]{f.status:4}[/] {f.check:11} {escape(f.summary)}")
+            if f.fix and f.status != "ok":
+                console.print(f"{'':4} {'':11} fix: {escape(f.fix)}")
+        console.print(f"worst: {worst(findings)} (exit {code})")
+    if code:
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan_command)
+    app.command("doctor")(doctor_command)
 
 
 __all__ = ["create_plan_parameters", "machine_from_options", "plan_command", "register", "serve_plan", "server_line", "short_fit"]
