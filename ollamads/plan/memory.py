@@ -32,10 +32,14 @@ from ollamads.gguf.format import GGMLQuantizationType, GGUFFile, align_up, tenso
 KV_CELL_PADDING = 256
 #: llama-server's and Ollama's micro-batch (-ub) unless changed.
 DEFAULT_UBATCH = 512
-#: Bytes of activations per micro-batch token besides the logits, fitted to llama.cpp's
-#: compute-buffer reservations on the CPU backend for DeepSeek V3 shapes (n_embd 7168): 816 KiB
-#: per token minus 4 * n_vocab of logits, i.e. about 44 bytes per embedding dimension.
-ACTIVATION_BYTES_PER_EMBD = 44
+# Compute-buffer constants, fitted to llama.cpp's reservations on the CPU backend (flash
+# attention on, one sequence) for DeepSeek shapes with 16 to 128 heads and n_embd 2048 / 7168:
+#: MLA attention, per head and token, per element of its K, V and MLA head widths (V3: 6240 B).
+ATTENTION_BYTES_PER_HEAD_ELEMENT = 4.43
+#: ... plus this much per embedding dimension (V3: 36.8 KB per token).
+ATTENTION_BYTES_PER_EMBD = 5.14
+#: The FFN / MoE phase, per embedding dimension and token (V3 with few heads: 315 KB).
+FFN_BYTES_PER_EMBD = 44
 _F16 = 2
 _F32 = 4
 
@@ -70,6 +74,9 @@ class ModelShape:
     #: MLA (``key_length_mla`` / ``value_length_mla`` present): the cache stores K only.
     is_mla: bool
     n_vocab: int
+    #: The per-head Q/K and V widths of MLA attention (0 when not MLA).
+    key_length_mla: int = 0
+    value_length_mla: int = 0
     n_expert: int = 0
     n_expert_used: int = 0
     n_dense_lead: int = 0
@@ -94,7 +101,8 @@ class ModelShape:
         n_embd = get("embedding_length")
         tokens = header.value("tokenizer.ggml.tokens")
         n_vocab = len(tokens) if isinstance(tokens, list) else get("vocab_size")
-        is_mla = bool(get("attention.key_length_mla", 0) and get("attention.value_length_mla", 0))
+        k_mla, v_mla = get("attention.key_length_mla", 0), get("attention.value_length_mla", 0)
+        is_mla = bool(k_mla and v_mla)
         return cls(
             n_layer=get("block_count") - get("nextn_predict_layers", 0),
             n_ctx_train=get("context_length"),
@@ -105,6 +113,8 @@ class ModelShape:
             value_length=get("attention.value_length", n_embd // n_head),
             is_mla=is_mla,
             n_vocab=n_vocab,
+            key_length_mla=k_mla,
+            value_length_mla=v_mla,
             n_expert=get("expert_count", 0),
             n_expert_used=get("expert_used_count", 0),
             n_dense_lead=get("leading_dense_block_count", 0),
@@ -304,18 +314,25 @@ def compute_bytes(
 ) -> int:
     """An estimate of llama.cpp's compute buffer for one device holding every layer.
 
-    llama.cpp reserves it for a worst-case micro-batch of ``min(n_ctx, n_ubatch)`` tokens: the
-    logits of every token (``4 * n_vocab`` bytes each), the activations (fitted:
-    :data:`ACTIVATION_BYTES_PER_EMBD` per embedding dimension and token), and the attention
-    scores over the whole context: an f16 mask with flash attention, f32 scores per head
-    without. Measured on the CPU backend: 412 / 440 / 568 MiB at 4K / 32K / 160K context for
-    V3 with flash attention (llamacpp notes); GPU backends differ somewhat.
+    llama.cpp reserves it for a worst-case micro-batch of ``min(n_ctx, n_ubatch)`` tokens. Its
+    allocator reuses memory, so the size is the largest of a few phases, per token: the logits
+    of every token (``4 * n_vocab``), MLA attention (per head), or the FFN; plus, alongside
+    them, the attention mask over the whole context (f16 with flash attention) or, without
+    flash attention, f32 scores per head. The constants are fitted (see above): exact for V3
+    (412 / 440 / 568 MiB at 4K / 32K / 160K context), within a few percent on the other
+    shapes measured (benchmarks/plan_accuracy.py); GPU backends differ somewhat.
     """
     tokens = min(n_ctx, n_ubatch)
     cells = kv_cells(n_ctx)
-    per_token = _F32 * shape.n_vocab + ACTIVATION_BYTES_PER_EMBD * shape.n_embd
+    widths = shape.key_length + shape.value_length + shape.key_length_mla + shape.value_length_mla
+    per_token = max(
+        _F32 * (shape.n_vocab + shape.n_embd),
+        shape.n_head * ATTENTION_BYTES_PER_HEAD_ELEMENT * widths
+        + ATTENTION_BYTES_PER_EMBD * shape.n_embd,
+        FFN_BYTES_PER_EMBD * shape.n_embd,
+    )
     scores = _F16 * cells if flash_attention else (_F32 * shape.n_head + _F32) * cells
-    return tokens * (per_token + scores)
+    return int(tokens * (per_token + scores))
 
 
 __all__ = [

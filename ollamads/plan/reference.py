@@ -24,6 +24,8 @@ V3_SHAPE = ModelShape(
     n_head=DEEPSEEK_V3.n_head, n_head_kv=1,
     key_length=DEEPSEEK_V3.kv_lora_rank + DEEPSEEK_V3.qk_rope_head_dim,
     value_length=DEEPSEEK_V3.kv_lora_rank, is_mla=True, n_vocab=DEEPSEEK_V3.n_vocab,
+    key_length_mla=DEEPSEEK_V3.qk_nope_head_dim + DEEPSEEK_V3.qk_rope_head_dim,
+    value_length_mla=DEEPSEEK_V3.v_head_dim,
     n_expert=DEEPSEEK_V3.n_expert, n_expert_used=8, n_dense_lead=DEEPSEEK_V3.n_dense_lead,
 )
 
