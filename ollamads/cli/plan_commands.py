@@ -32,7 +32,7 @@ _FIT_WORDS = {
     "gpu+ram": "fits GPU + RAM",
     "ram": "fits in RAM (CPU only)",
     "disk": "does not fit: pages from disk",
-    "no-load": "does not load on this server",
+    "no-load": "does not load on Ollama <= 0.24",
 }
 _SHORT_FIT = {"gpu": "GPU", "gpu+ram": "GPU+RAM", "ram": "RAM", "disk": "disk", "no-load": "no"}
 
@@ -78,73 +78,86 @@ def _gb(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
+def _guides_layers(result: PlanResult) -> str | None:
+    """The guides' --n-gpu-layers table entry for this machine's GPUs, when it has one."""
+    entry, gpus = result.source.entry, result.plan.machine.gpus
+    if entry is None or not entry.quant.gpu_layers or not gpus or result.plan.machine.unified:
+        return None
+    sizes = {round(g.total / GIB) for g in gpus}
+    if len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    key = f"{size}GB" if len(gpus) == 1 else f"{len(gpus)}x{size}GB"
+    layers = entry.quant.gpu_layers.get(key)
+    return None if layers is None else f"the guides' table says {layers} layers for {key}"
+
+
 def _render(result: PlanResult, line_reason: str) -> str:
-    from ollamads.plan.recommend import ram_budget, gpu_budgets
+    from ollamads.plan.recommend import gpu_budgets, ram_budget
 
     plan, memory, source = result.plan, result.plan.memory, result.source
     request, machine = plan.request, plan.machine
     out: list[str] = []
-    files = len(memory.files) or "?"
     where = {"local files": "read from the local files",
              "Hub headers": (f"read from the Hub's headers ({source.fetched / 1e6:.1f} MB fetched now)"
                              if source.fetched else "read from cached Hub headers"),
              "published size": "estimated from the published size"}[memory.source]
-    out.append(f"{source.label}: {memory.file_size / 1e9:.1f} GB in {files} file(s); "
-               f"tensor table {where}")
+    files = f"{len(memory.files)} file(s)" if memory.files else "?"
+    out.append(f"{source.label}: {memory.file_size / 1e9:.1f} GB in {files}; tensor table {where}")
     out.append(f"machine: {machine.describe()} ({machine.source}); context {request.ctx}, "
                f"KV cache {request.kv_type}; server line {request.line} ({line_reason})")
     moe = [layer for layer in memory.layers if layer.routed_experts]
     non_expert = sum(layer.non_expert for layer in memory.layers)
-    out.append("")
-    out.append("bytes")
-    out.append(f"  embeddings (stay on the CPU)      {_gb(memory.input):>12}")
-    out.append(f"  output head                       {_gb(memory.output):>12}"
-               + ("  (a copy of the embeddings)" if memory.output_tied else ""))
-    out.append(f"  {memory.shape.n_layer} layers: attention/dense/shared {_gb(non_expert):>12}"
-               f"  (largest layer {_gb(max((l.non_expert for l in memory.layers), default=0))})")
-    out.append(f"             routed experts        {_gb(memory.routed_expert_bytes):>12}"
-               + (f"  ({_gb(moe[0].routed_experts)} per MoE layer, {len(moe)} layers)" if moe else ""))
-    out.append(f"  KV cache ({plan.llama.kv_type}, {request.ctx} tokens)  {_gb(plan.llama.kv_bytes):>12}"
-               f"  (Ollama <= 0.24: {_gb(plan.merged.kv_bytes)} at f16, K and V)")
-    main = max((load.compute for load in plan.llama.loads), default=0)
-    out.append(f"  compute buffer (estimate)         {_gb(main):>12}")
-    out.append("")
+    largest_layer = max((layer.non_expert for layer in memory.layers), default=0)
+    rows = [
+        ("embeddings (stay on the CPU)", memory.input, ""),
+        ("output head", memory.output, "  (a copy of the embeddings)" if memory.output_tied else ""),
+        (f"{memory.shape.n_layer} layers: attention/dense/shared", non_expert,
+         f"  (largest layer {_gb(largest_layer)})"),
+        ("           routed experts", memory.routed_expert_bytes,
+         f"  ({_gb(moe[0].routed_experts)} per MoE layer, {len(moe)} layers)" if moe else ""),
+        (f"KV cache, {plan.llama.kv_type}, {request.ctx} tokens", plan.llama.kv_bytes,
+         f"  (Ollama <= 0.24: {_gb(plan.merged.kv_bytes)}, f16 K and V)"),
+        ("compute buffer (estimate)", max((l.compute for l in plan.llama.loads), default=0), ""),
+    ]
+    out += ["", "bytes"] + [f"  {label:38} {_gb(n):>10}{extra}" for label, n, extra in rows]
     layout = plan.layout
-    out.append(f"{_FIT_WORDS[layout.fit]}: {plan.speed}")
-    budgets = gpu_budgets(machine, request)
-    for load, budget in zip(layout.gpu_loads, budgets):
+    out += ["", f"{_FIT_WORDS[layout.fit]}: {plan.speed}"]
+    for load, budget in zip(layout.gpu_loads, gpu_budgets(machine, request)):
         out.append(f"  {load.name:5} {_gb(load.total):>10} of {_gb(budget)} usable "
                    f"(weights {_gb(load.weights)}, KV {_gb(load.kv)}, compute {_gb(load.compute)})")
     cpu = layout.cpu_load
     out.append(f"  {'RAM':5} {_gb(cpu.total):>10} of {_gb(ram_budget(machine, request))} usable "
                f"(weights {_gb(cpu.weights)}, KV {_gb(cpu.kv)}, compute {_gb(cpu.compute)})")
     out.append(f"  placement: {layout.offload.describe(memory.shape.n_layer)}")
-    out.append("")
+    spec = source.label if source.entry else str(source.model_path)
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.environment.items())
-    spec = source.label
-    out.append(f"Ollama >= 0.30 ({_FIT_WORDS[plan.llama.fit]}): start the server with")
-    out.append(f"  {env} ollama serve")
-    out.append(f"  (`ollamads serve --plan {spec}` does), leave num_gpu unset, and use "
-               f"PARAMETER num_ctx {request.ctx}")
-    merged_params = f"PARAMETER num_gpu {plan.merged.offload.gpu_layers}, PARAMETER num_ctx {request.ctx}"
-    out.append(f"Ollama <= 0.24 ({_FIT_WORDS[plan.merged.fit]}): whole layers only: {merged_params}")
-    if plan.parameters:
+    out += ["", f"Ollama >= 0.30 ({_FIT_WORDS[plan.llama.fit]}): start the server with",
+            f"  {env} ollama serve",
+            f"  (`ollamads serve --plan {spec}` does); leave num_gpu unset; PARAMETER num_ctx {request.ctx}"]
+    if "use_mmap" in plan.parameters and request.line == "split":
+        out.append("  and PARAMETER use_mmap true: without a GPU Ollama turns mmap off, and the "
+                   "weights would have to fit in RAM")
+    guides = _guides_layers(result)
+    out.append(f"Ollama <= 0.24 ({_FIT_WORDS[plan.merged.fit]}): whole layers only: PARAMETER "
+               f"num_gpu {plan.merged.offload.gpu_layers}, PARAMETER num_ctx {request.ctx}"
+               + (f" ({guides})" if guides else ""))
+    if source.entry:
         params = ", ".join(f"{k} {v}" for k, v in plan.parameters.items())
-        out.append(f"  `ollamads create {spec} --plan` writes the PARAMETERs for this line: {params}")
-    out.append("llama.cpp:")
-    out.append("  " + shlex.join(plan.llama_server))
-    largest = result.largest
+        out.append(f"  `ollamads create {spec} --plan` writes this line's PARAMETERs ({params})")
+    out += ["llama.cpp:", "  " + shlex.join(plan.llama_server)]
     if result.family:
-        if largest is None:
+        largest = result.largest
+        if largest is None or largest.plan is None:
             out.append("\nno quant of this model runs from this machine's memory")
         else:
             how = "" if largest.exact else " (estimated from its published size)"
             out.append(f"\nlargest quant of {largest.entry.model.key} that fits this machine: "
-                       f"{largest.entry.quant.name}, {_FIT_WORDS[largest.plan.fit]}{how}")  # type: ignore[union-attr]
-        out.append("  " + "  ".join(f"{f.entry.quant.name} {short_fit(f.plan.fit if f.plan else None, f.exact)}"
-                                    for f in result.family))
-    for note in plan.notes:
-        out.append(f"note: {note}")
+                       f"{largest.entry.quant.name}, {_FIT_WORDS[largest.plan.fit]}{how}")
+        out.append("  " + "  ".join(
+            f"{f.entry.quant.name} {short_fit(f.plan.fit if f.plan else None, f.exact)}"
+            for f in result.family))
+    out += [f"note: {note}" for note in plan.notes]
     return "\n".join(out)
 
 

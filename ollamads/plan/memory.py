@@ -310,7 +310,12 @@ def kv_bytes(
 
 
 def compute_bytes(
-    shape: ModelShape, n_ctx: int, *, n_ubatch: int = DEFAULT_UBATCH, flash_attention: bool = True
+    shape: ModelShape,
+    n_ctx: int,
+    *,
+    n_ubatch: int = DEFAULT_UBATCH,
+    flash_attention: bool = True,
+    logits: bool = True,
 ) -> int:
     """An estimate of llama.cpp's compute buffer for one device holding every layer.
 
@@ -320,13 +325,14 @@ def compute_bytes(
     them, the attention mask over the whole context (f16 with flash attention) or, without
     flash attention, f32 scores per head. The constants are fitted (see above): exact for V3
     (412 / 440 / 568 MiB at 4K / 32K / 160K context), within a few percent on the other
-    shapes measured (benchmarks/plan_accuracy.py); GPU backends differ somewhat.
+    shapes measured (benchmarks/plan_accuracy.py); GPU backends differ somewhat. Only the
+    device holding the output head computes logits (``logits=False`` for the others).
     """
     tokens = min(n_ctx, n_ubatch)
     cells = kv_cells(n_ctx)
     widths = shape.key_length + shape.value_length + shape.key_length_mla + shape.value_length_mla
     per_token = max(
-        _F32 * (shape.n_vocab + shape.n_embd),
+        _F32 * (shape.n_vocab + shape.n_embd) if logits else 0,
         shape.n_head * ATTENTION_BYTES_PER_HEAD_ELEMENT * widths
         + ATTENTION_BYTES_PER_EMBD * shape.n_embd,
         FFN_BYTES_PER_EMBD * shape.n_embd,

@@ -62,7 +62,8 @@ SPEED = {
               "for usable speed, but without a GPU it is slower than their 5 tokens/s"),
     FIT_DISK: ("more than RAM + VRAM can hold: llama.cpp reads the rest from disk as it goes "
                "(mmap); the guides: it works, but slowly"),
-    FIT_NO_LOAD: "this server refuses to load it",
+    FIT_NO_LOAD: ("Ollama <= 0.24 counts the CPU's share in full against free RAM + swap "
+                  "(mmap does not count there) and refuses when it is larger"),
 }
 
 
@@ -185,15 +186,15 @@ def check_request(memory: ModelMemory, machine: Machine, request: PlanRequest) -
 def _loads(memory: ModelMemory, machine: Machine, request: PlanRequest, offload: Offload,
            *, kv_type: str, engine: str, flash_attention: bool) -> list[DeviceLoad]:
     shape = memory.shape
-    main = compute_bytes(shape, request.ctx, n_ubatch=request.n_ubatch,
-                         flash_attention=flash_attention)
-    # Devices that do not hold the output head compute no logits.
-    logits = min(request.ctx, request.n_ubatch) * 4 * shape.n_vocab
+    def compute(logits: bool) -> int:
+        return compute_bytes(shape, request.ctx, n_ubatch=request.n_ubatch,
+                             flash_attention=flash_attention, logits=logits)
+
     gpus = [f"GPU{i}" for i in range(len(machine.gpus))]
     return device_loads(
         memory, offload, gpus, gpu_budgets(machine, request) or [1.0],
         kv_layer=kv_layer_bytes(shape, request.ctx, kv_type, engine=engine),
-        compute_main=main, compute_other=main - logits,
+        compute_main=compute(True), compute_other=compute(False),
     )
 
 
