@@ -126,7 +126,6 @@ def start(install: Path, tmp_path: Path, env: dict[str, str]) -> OllamaServe:
     serve = OllamaServe(tmp_path / "models", binary=str(install / "bin" / "ollama"),
                         env={"HOME": str(tmp_path), **env}, log_path=tmp_path / "serve.log")
     serve.start()
-    api = OllamaAPI(serve.url)
     return serve
 
 

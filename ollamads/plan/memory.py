@@ -19,7 +19,6 @@ sums :meth:`LayerBytes.on_device` per layer plus :func:`kv_layer_bytes` per laye
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 

@@ -177,7 +177,8 @@ def check_request(memory: ModelMemory, machine: Machine, request: PlanRequest) -
         which = "Ollama <= 0.24" if request.line == "merged" else "llama-server (Ollama >= 0.30)"
         raise OllamadsError(f"{which} does not accept the KV cache type {request.kv_type!r}",
                             f"use --kv-type with one of {', '.join(accepted)}")
-    check_kv_rows(memory, request.kv_type)
+    if request.line != "merged":  # <= 0.24 uses f16 for DeepSeek whatever was asked
+        check_kv_rows(memory, request.kv_type)
 
 
 # --- the llama.cpp placement (Ollama >= 0.30, llama-server) ------------------------------------
