@@ -28,7 +28,8 @@ from ollamads.gguf.format import (
     pack_header,
     tensor_nbytes,
 )
-from ollamads.tiny import TinyModelSpec, model_metadata, shard_name, tensor_layout, tokenizer_vocab
+from ollamads.gguf.deepseek2 import tensor_layout
+from ollamads.tiny import TinyModelSpec, model_metadata, shard_name, tokenizer_vocab
 
 ALIGN = 32
 RANDOM_BLOCK = 16 << 20
@@ -42,6 +43,13 @@ def big_spec(family: str = "v3.1", layers: int = 7) -> TinyModelSpec:
         v_head_dim=64, n_expert=64, n_expert_used=4, n_expert_groups=4, n_expert_groups_used=2,
         n_ff_exp=1024,
     )
+
+
+def _weight_type(spec: TinyModelSpec, name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
+    """As the tiny model stores them: norms, the router and its bias in F32, the rest F16."""
+    small = (len(shape) == 1 and name.endswith("norm.weight")) or name.endswith(
+        ("ffn_gate_inp.weight", "exp_probs_b.bias"))
+    return GGMLQuantizationType.F32 if small else spec.weight_type
 
 
 def _kv_map(items: list[tuple]) -> dict[str, tuple[GGUFValueType, object]]:
@@ -58,7 +66,8 @@ def write_big_shards(directory: Path, n_shards: int = 4, *, family: str = "v3.1"
                      quant: str = "Q2_K_XL", name: str = "DeepSeek-V3.1") -> list[Path]:
     spec = big_spec(family, layers)
     tokens, _ = tokenizer_vocab()
-    layout = tensor_layout(spec, len(tokens))
+    layout = [(slot.name, slot.shape, _weight_type(spec, slot.name, slot.shape))
+              for slot in tensor_layout(spec.dims(len(tokens)))]
     sizes = [tensor_nbytes(t, shape) for _, shape, t in layout]
     # Cut where the bytes are even, keeping tensor order (as llama-gguf-split --split-max-size).
     target, groups, current, acc = sum(sizes) / n_shards, [], [], 0

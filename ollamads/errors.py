@@ -27,6 +27,14 @@ class GGUFFormatError(OllamadsError):
     """A file is not a readable GGUF (wrong magic, truncated, LFS pointer...)."""
 
 
+class IncompleteHeaderError(GGUFFormatError):
+    """The first bytes read of a GGUF file end inside its header: read more (``have`` so far)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, have: int = 0) -> None:
+        super().__init__(message, hint)
+        self.have = have
+
+
 class ServerError(OllamadsError):
     """The Ollama server is unreachable, too old, or refused a request."""
 
@@ -72,6 +80,7 @@ __all__ = [
     "ChecksumError",
     "GGUFFormatError",
     "HubError",
+    "IncompleteHeaderError",
     "InsufficientSpaceError",
     "MergeToolError",
     "OllamadsError",

@@ -10,6 +10,7 @@ real. Deterministic (same arguments, same bytes) and standard library only.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from ollamads.catalog.entries import UD_PREFIX, normalize_quant
 from ollamads.catalog.families import BOS, EOS, PAD
 from ollamads.catalog.families import FAMILIES as PROMPT_FAMILIES
 from ollamads.gguf.shards import shard_name as split_name
+from ollamads.gguf.deepseek2 import ARCH, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -35,7 +37,6 @@ FAMILIES = tuple(PROMPT_FAMILIES)
 #: Unsloth's upload names, which the shard files are named after.
 DEFAULT_NAMES = {"v3.1": "DeepSeek-V3.1", "r1": "DeepSeek-R1", "v3": "DeepSeek-V3-0324"}
 
-ARCH = "deepseek2"
 
 # llama_ftype / gguf-py LlamaFileType values for the weight types offered here.
 _FILE_TYPES = {GGMLQuantizationType.Q8_0: 7, GGMLQuantizationType.F16: 1}
@@ -128,6 +129,17 @@ class TinyModelSpec:
     def model_name(self) -> str:
         return self.name or DEFAULT_NAMES[self.family]
 
+    def dims(self, n_vocab: int) -> DeepSeek2Dims:
+        """The tensor shapes; the output head is tied to the embeddings, as in the tiny model."""
+        return DeepSeek2Dims(
+            n_layer=self.n_layer, n_dense_lead=self.n_dense_lead, n_embd=self.n_embd,
+            n_ff=self.n_ff, n_head=self.n_head, q_lora_rank=self.q_lora_rank,
+            kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
+            qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
+            n_expert=self.n_expert, n_expert_shared=self.n_expert_shared,
+            n_ff_exp=self.n_ff_exp, n_vocab=n_vocab, tied_output=True,
+        )
+
 
 # --- tokenizer -----------------------------------------------------------------------------
 
@@ -194,77 +206,38 @@ class _Tensor:
     data: bytes
 
 
-def tensor_layout(spec: TinyModelSpec, n_vocab: int) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
-    """(name, shape, type) of every tensor, in the order convert_hf_to_gguf emits them, with
-    shapes from llama.cpp's deepseek2.cpp. Benchmarks use it to write big models fast."""
-    wt, f32 = spec.weight_type, GGMLQuantizationType.F32
-    e = spec.n_embd
-    k_mla = spec.qk_nope_head_dim + spec.qk_rope_head_dim
-    layout = [("token_embd.weight", (e, n_vocab), wt)]
-    for i in range(spec.n_layer):
-        p = f"blk.{i}."
-        layout += [
-            (p + "attn_norm.weight", (e,), f32),
-            (p + "attn_q_a.weight", (e, spec.q_lora_rank), wt),
-            (p + "attn_q_a_norm.weight", (spec.q_lora_rank,), f32),
-            (p + "attn_q_b.weight", (spec.q_lora_rank, spec.n_head * k_mla), wt),
-            (p + "attn_kv_a_mqa.weight", (e, spec.kv_lora_rank + spec.qk_rope_head_dim), wt),
-            (p + "attn_kv_a_norm.weight", (spec.kv_lora_rank,), f32),
-            (p + "attn_k_b.weight", (spec.qk_nope_head_dim, spec.kv_lora_rank, spec.n_head), wt),
-            (p + "attn_v_b.weight", (spec.kv_lora_rank, spec.v_head_dim, spec.n_head), wt),
-            (p + "attn_output.weight", (spec.n_head * spec.v_head_dim, e), wt),
-            (p + "ffn_norm.weight", (e,), f32),
-        ]
-        if i < spec.n_dense_lead:
-            layout += [
-                (p + "ffn_gate.weight", (e, spec.n_ff), wt),
-                (p + "ffn_up.weight", (e, spec.n_ff), wt),
-                (p + "ffn_down.weight", (spec.n_ff, e), wt),
-            ]
-            continue
-        shared = spec.n_ff_exp * spec.n_expert_shared
-        layout += [
-            (p + "ffn_gate_inp.weight", (e, spec.n_expert), f32),
-            (p + "exp_probs_b.bias", (spec.n_expert,), f32),
-            (p + "ffn_gate_exps.weight", (e, spec.n_ff_exp, spec.n_expert), wt),
-            (p + "ffn_up_exps.weight", (e, spec.n_ff_exp, spec.n_expert), wt),
-            (p + "ffn_down_exps.weight", (spec.n_ff_exp, e, spec.n_expert), wt),
-            (p + "ffn_gate_shexp.weight", (e, shared), wt),
-            (p + "ffn_up_shexp.weight", (e, shared), wt),
-            (p + "ffn_down_shexp.weight", (shared, e), wt),
-        ]
-    # No output.weight: llama.cpp ties it to token_embd (TENSOR_DUPLICATED).
-    layout.append(("output_norm.weight", (e,), f32))
-    return layout
-
-
 def _tensors(spec: TinyModelSpec, n_vocab: int, special_ids: set[int]) -> Iterator[_Tensor]:
-    """Every tensor of :func:`tensor_layout` with random weights: norms are ones, the router and
-    its bias small, and special tokens' embedding rows zero."""
+    """Every tensor of :func:`~ollamads.gguf.deepseek2.tensor_layout`, with random data."""
     rng = random.Random(spec.seed)
+    wt = spec.weight_type
     f32 = GGMLQuantizationType.F32
-    for name, shape, ggml_type in tensor_layout(spec, n_vocab):
-        n = 1
-        for d in shape:
-            n *= d
-        if name == "token_embd.weight":
-            # Zero embedding rows for the special tokens: with tied output weights their logits
-            # stay 0, so greedy decoding of random weights prints text instead of stopping.
+
+    def uniform(n: int, scale: float = 1.0) -> list[float]:
+        return [(rng.random() * 2.0 - 1.0) * scale for _ in range(n)]
+
+    for slot in tensor_layout(spec.dims(n_vocab)):
+        name, shape = slot.name, slot.shape
+        n = math.prod(shape)
+        if name == TOKEN_EMBD:
+            # Zero embedding rows for the special tokens: with tied output weights their
+            # logits stay 0, so greedy decoding of random weights prints text instead of
+            # stopping at once.
             e = shape[0]
-            values = [
+            embd = [
                 0.0 if row in special_ids else (rng.random() * 2.0 - 1.0)
                 for row in range(n_vocab)
                 for _ in range(e)
             ]
-        elif name.endswith("norm.weight"):
-            values = [1.0] * n
-        elif name.endswith("exp_probs_b.bias"):
-            values = [(rng.random() - 0.5) * 0.1 for _ in range(n)]
+            yield _Tensor(name, shape, wt, _encode(embd, wt))
+        elif len(shape) == 1 and name.endswith("norm.weight"):
+            yield _Tensor(name, shape, f32, _encode([1.0] * n, f32))
         elif name.endswith("ffn_gate_inp.weight"):
-            values = [(rng.random() * 2.0 - 1.0) for _ in range(n)]
+            yield _Tensor(name, shape, f32, _encode(uniform(n), f32))
+        elif name.endswith("exp_probs_b.bias"):
+            bias = [(rng.random() - 0.5) * 0.1 for _ in range(n)]
+            yield _Tensor(name, shape, f32, _encode(bias, f32))
         else:
-            values = [(rng.random() * 2.0 - 1.0) * 0.5 for _ in range(n)]
-        yield _Tensor(name, shape, ggml_type if ggml_type != f32 else f32, _encode(values, ggml_type))
+            yield _Tensor(name, shape, wt, _encode(uniform(n, 0.5), wt))
 
 
 # --- metadata ------------------------------------------------------------------------------
@@ -334,9 +307,16 @@ def _metadata(spec: TinyModelSpec, tokens: list[str], types: list[int]) -> list[
     ]
 
 
-def model_metadata(spec: TinyModelSpec) -> list[tuple]:
-    """Every key/value (key, value, type) of the model, in convert_hf_to_gguf's order."""
+def model_metadata(spec: TinyModelSpec, n_vocab: int | None = None) -> list[tuple]:
+    """The key/values of the model as ``(key, value, type)``; with ``n_vocab`` the vocabulary is
+    padded with unused tokens to that size, for full-size shapes (DeepSeek's 129280)."""
     tokens, types = tokenizer_vocab()
+    if n_vocab is not None:
+        if n_vocab < len(tokens):
+            raise ValueError(f"n_vocab must be at least {len(tokens)}, got {n_vocab}")
+        filler = n_vocab - len(tokens)
+        tokens = tokens + [f"<unused_{i}>" for i in range(filler)]
+        types = types + [_TOKEN_USER_DEFINED] * filler
     return _metadata(spec, tokens, types)
 
 
@@ -427,7 +407,6 @@ __all__ = [
     "FAMILIES",
     "TinyModelSpec",
     "model_metadata",
-    "tensor_layout",
     "shard_name",
     "tokenizer_vocab",
     "write_tiny_model",

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollamads.errors import InsufficientSpaceError
+from ollamads.errors import InsufficientSpaceError, OllamadsError
 
 KB, MB, GB = 1_000, 1_000_000, 1_000_000_000
 GIB = 1 << 30
@@ -31,22 +31,29 @@ def format_bytes(n: int | float) -> str:
     return f"{n / KB:.1f} kB" if abs(n) >= KB else f"{int(n)} B"
 
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)$", re.IGNORECASE)
-_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_SIZE_UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_bytes(text: str) -> int:
-    """``"24GiB"``, ``"24G"`` (both 24 x 2^30), ``"24GB"`` (24 x 10^9), ``"512"`` -> bytes.
+def parse_size(text: str, *, what: str = "size") -> int:
+    """``"24"``, ``"24G"``, ``"24GB"``, ``"24GiB"`` -> 24 GiB; ``"512M"`` -> 512 MiB.
 
-    A unit letter alone or with ``i`` counts in powers of 1024, as memory sizes usually are;
-    with ``B`` and no ``i`` in powers of 1000. Raises ValueError for anything else.
-    """
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    number, unit, binary, b = match.groups()
-    base = 1000 if (b and not binary and unit) else 1024
-    return int(float(number) * base ** _POWERS[unit.lower()])
+    Memory sizes are binary whatever the suffix says, as GPU makers and ``free -g`` mean them
+    (a "24 GB" GPU has 24 GiB); a bare number is GiB."""
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    suffix = raw[len(number):]
+    unit = "b" if suffix == "b" else suffix.removesuffix("ib").removesuffix("b")
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _SIZE_UNITS or value != value:
+        raise OllamadsError(
+            f"cannot read the {what} {text!r}", "write it like 24G, 24GB, 24GiB, 512M or 128"
+        )
+    if value < 0:
+        raise OllamadsError(f"the {what} cannot be negative ({text})", "pass a size like 24G")
+    return int(value * _SIZE_UNITS[unit])
 
 
 def format_mib(n: int) -> str:
@@ -192,5 +199,6 @@ __all__ = [
     "format_bytes",
     "group_by_filesystem",
     "is_disk_full",
+    "parse_size",
     "shortfalls",
 ]

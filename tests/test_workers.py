@@ -32,7 +32,7 @@ from ollamads.rpc.protocol import (
     request,
 )
 from ollamads.rpc.worker import RpcWorker, worker_settings
-from ollamads.units import parse_bytes
+from ollamads.units import parse_size
 
 from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
@@ -74,7 +74,7 @@ def model_buffers(log: str) -> dict[str, float]:
 def test_model_split_over_two_capped_workers(tmp_path: Path, split_model: Path) -> None:
     """The README's "More than one machine" section, on loopback."""
     home, models, port = tmp_path / "home", tmp_path / "store", free_port()
-    cap = parse_bytes(WORKER_CAP)
+    cap = parse_size(WORKER_CAP)
     assert split_model.stat().st_size > cap  # no worker could hold the model alone
     ollama = ollama_binary("split")
     env = {"HOME": str(tmp_path), "OLLAMADS_HOME": str(home)}

@@ -23,6 +23,24 @@ class MergeMethodChoice(str, Enum):
     llama_gguf_split = "llama-gguf-split"
 
 
+class ServerLineChoice(str, Enum):
+    split = "split"
+    merged = "merged"
+
+
+class KVTypeChoice(str, Enum):
+    # llama-server's --cache-type-k/-v values; which a server line accepts is checked later.
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+    q8_0 = "q8_0"
+    q4_0 = "q4_0"
+    q4_1 = "q4_1"
+    iq4_nl = "iq4_nl"
+    q5_0 = "q5_0"
+    q5_1 = "q5_1"
+
+
 class FamilyChoice(str, Enum):
     v3_1 = "v3.1"
     r1 = "r1"
@@ -62,6 +80,27 @@ OllamaBinaryOpt = Annotated[Optional[str], typer.Option("--ollama", help="The `o
 ModelsDirOpt = Annotated[
     Optional[Path],
     typer.Option("--models", help="Ollama's model store (default: OLLAMA_MODELS, else ~/.local/share/ollamads/ollama)."),
+]
+
+
+RamOpt = Annotated[
+    Optional[str], typer.Option("--ram", help="RAM to plan for, e.g. 128G (default: this machine's).")
+]
+VramOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--vram", help="Memory of each GPU, e.g. --vram 24G --vram 24G or --vram 24G,24G; "
+                                "0 for none (default: this machine's GPUs)."),
+]
+CtxOpt = Annotated[
+    Optional[int], typer.Option("--ctx", help="Context length in tokens (default: the catalog's num_ctx).")
+]
+KVTypeOpt = Annotated[
+    KVTypeChoice, typer.Option("--kv-type", help="KV cache type (the guides: q8_0, never 4-bit).")
+]
+ServerLineOpt = Annotated[
+    Optional[ServerLineChoice],
+    typer.Option("--server-line", help="split (Ollama >= 0.30) or merged (<= 0.24) "
+                                       "(default: the running server's, else split)."),
 ]
 
 

@@ -16,6 +16,7 @@ from ollamads.cli import (
     ollama_commands,
     pipeline_commands,
     worker_commands,
+    plan_commands,
 )
 
 app = typer.Typer(
@@ -31,5 +32,6 @@ app = typer.Typer(
 for module in (
     pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, chat_commands,
     worker_commands,
+    plan_commands,
 ):
     module.register(app)

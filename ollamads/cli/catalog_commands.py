@@ -19,7 +19,14 @@ RefreshOpt = Annotated[
 
 
 def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
+    from ollamads.plan.family import plan_entry
+    from ollamads.plan.recommend import PlanRequest, fits_machine
+
     entry, size = known.entry, known.size_bytes
+    # The same model as `ollamads plan`: exact when the quant's headers were read before,
+    # else estimated from the published size; the catalog's context, a q8_0 KV cache.
+    ctx = entry.parameters.get("num_ctx", 16384)
+    plan = plan_entry(entry, machine, PlanRequest(ctx=int(ctx), kv_type="q8_0"))
     return {
         "model": entry.model.key,
         "quant": entry.quant.name,
@@ -36,7 +43,9 @@ def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
         "family": entry.prompt_family.name,
         "thinking": entry.model.thinking,
         "ollama_name": entry.ollama_name,
-        "fits_memory": machine.fits_memory(size) if size else None,
+        "fit": plan.fit if plan else None,
+        "fit_exact": plan.memory.exact if plan else None,
+        "fits_memory": fits_machine(plan.fit) if plan else None,
         "fits_disk": machine.fits_disk(size) if size else None,
         "parameters": dict(entry.parameters),
         "source": entry.quant.source,
@@ -78,25 +87,29 @@ def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
         typer.echo(json.dumps(records, indent=1, ensure_ascii=False))
         return
     machine = _machine()
+    from ollamads.cli.plan_commands import short_fit
+
     fetched = sorted({r["fetched"] for r in records if r["fetched"]})
     title = (f"sizes from the Hub's listing of {fetched[-1]}" if fetched
              else "sizes as published (`ollamads list --refresh` asks the Hub)")
     table = Table(
         title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
-        caption=f"this machine: RAM {machine.ram / GIB:.0f} GiB + VRAM {machine.vram / GIB:.0f} GiB, "
-                f"{machine.disk_free / GIB:.0f} GiB free disk", caption_justify="left",
+        caption=f"this machine: {machine.describe()}, {machine.disk_free / GIB:.0f} GiB free disk\n"
+                "fits: where `ollamads plan` puts it (GPU, GPU+RAM, RAM; disk: pages from disk);"
+                " ~ estimated from the published size", caption_justify="left",
     )
     # The names never wrap or shrink: V3.1, V3.1-Terminus and V3-0324 differ only at the end.
     table.add_column("model", no_wrap=True, min_width=max(len(r["model"]) for r in records))
     table.add_column("quant", no_wrap=True)
-    for column in ("bits", "GiB", "files", "RAM", "disk"):
-        table.add_column(column, justify="right" if column in ("bits", "GiB", "files") else "left")
+    for column in ("bits", "GiB", "files", "fits", "disk"):
+        table.add_column(column, justify="right" if column in ("bits", "GiB", "files") else "left",
+                         no_wrap=True)
     previous = None
     for r in records:
         table.add_row(
             r["model"] if r["model"] != previous else "", r["quant"], str(r["moe_bits"] or "?"),
             f"{r['size_gb']:g}" if r["size_gb"] else ("none" if r["on_hub"] is False else "?"),
-            str(r["shards"] or "?"), _yes_no(r["fits_memory"]), _yes_no(r["fits_disk"]),
+            str(r["shards"] or "?"), short_fit(r["fit"], bool(r["fit_exact"])), _yes_no(r["fits_disk"]),
         )
         previous = r["model"]
     Console(highlight=False).print(table)

@@ -8,13 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 from ollamads.cli._options import (
+    CtxOpt,
     DryRunOpt,
     FamilyChoice,
     HostOpt,
+    KVTypeChoice,
+    KVTypeOpt,
     ModelsDirOpt,
     OllamaBinaryOpt,
     ParameterOpt,
+    RamOpt,
     TemplateModeOpt,
+    VramOpt,
     choice_value,
 )
 from ollamads.cli._signals import exit_on_signals
@@ -91,6 +96,14 @@ def serve(
             "(Ollama >= 0.30 with an RPC-enabled llama-server).",
         ),
     ] = None,
+    plan: Annotated[
+        Optional[str], typer.Option("--plan", metavar="MODEL:QUANT",
+                                    help="Also set the offload environment `ollamads plan` gives this model.")
+    ] = None,
+    ram: RamOpt = None,
+    vram: VramOpt = None,
+    ctx: CtxOpt = None,
+    kv_type: KVTypeOpt = KVTypeChoice.q8_0,
 ) -> None:
     """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
     from ollamads.cli._progress import stderr_console
@@ -102,7 +115,14 @@ def serve(
         from ollamads.cli import worker_commands
 
         head = worker_commands.prepare_workers(workers, ollama_binary)
-    settings = serve_settings(models, host)
+    planned: dict[str, str] = {"OLLAMA_KV_CACHE_TYPE": str(choice_value(kv_type))}
+    if plan:
+        from ollamads.cli.plan_commands import serve_plan
+
+        planned, said = serve_plan(plan, ollama_binary, ram, vram, ctx, kv_type)
+        for line in said:
+            console.print(line, soft_wrap=True)
+    settings = serve_settings(models, host, planned)
     if head is not None:
         settings = worker_commands.with_workers(settings, head)
     server = OllamaServe(

@@ -29,6 +29,10 @@ def create(
     connections: ConnectionsOpt = None,
     host: HostOpt = None,
     dry_run: DryRunOpt = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Add the PARAMETERs `ollamads plan` gives for this machine "
+                                          "and server (num_ctx; num_gpu on Ollama <= 0.24).")
+    ] = False,
 ) -> None:
     """Download (parallel, resumable, verified), merge if the server needs it, and register."""
     from ollamads.cli._progress import progress_display, stderr_console
@@ -38,6 +42,12 @@ def create(
 
     overrides = parse_parameters(parameter or [])
     console = stderr_console()
+    if plan:
+        from ollamads.cli.plan_commands import create_plan_parameters
+
+        planned, said = create_plan_parameters(model, host)
+        console.print(said, soft_wrap=True)
+        overrides = {**planned, **overrides}
     if dry_run:
         from ollamads.units import format_bytes, shortfalls
 

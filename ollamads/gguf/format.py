@@ -17,7 +17,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from ollamads.errors import GGUFFormatError
+from ollamads.errors import GGUFFormatError, IncompleteHeaderError
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -369,34 +369,66 @@ def _check_magic(path: Path, magic: bytes) -> None:
 
 
 def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
-    """Parse the header, key/values and tensor infos of a GGUF file; never the tensor data."""
+    """Parse the header, key/values and tensor infos of a GGUF file; never the tensor data.
+
+    The file must be whole: one shorter than its tensor table says is refused as truncated."""
     path = Path(path)
     file_size = path.stat().st_size
     with open(path, "rb") as f:
-        r = _HeaderReader(f, file_size)
-        try:
-            (magic,) = r.unpack("4s")
-        except _Truncated:
+        return _parse(f, path, file_size=file_size, available=file_size)
+
+
+def read_gguf_prefix(
+    prefix: str | os.PathLike[str], *, file_size: int, name: str | os.PathLike[str]
+) -> GGUFFile:
+    """Parse the header of a ``file_size``-byte GGUF file from its first bytes only.
+
+    ``prefix`` holds the start of the file (a Range download); ``name`` is what messages call
+    it. Raises :class:`IncompleteHeaderError` when the prefix ends before the header does, so
+    the caller can fetch more; a prefix holding the whole file that still ends early is a
+    truncated file (:class:`GGUFFormatError`)."""
+    prefix = Path(prefix)
+    available = min(prefix.stat().st_size, file_size)
+    with open(prefix, "rb") as f:
+        return _parse(f, Path(name), file_size=file_size, available=available)
+
+
+def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFile:
+    r = _HeaderReader(f, available)
+
+    def short() -> GGUFFormatError:
+        if available < file_size:
+            return IncompleteHeaderError(
+                f"the first {available} bytes of {path} end inside its GGUF header",
+                "read more of the file", have=available,
+            )
+        return _redownload(path, f"its GGUF header ends early ({file_size} bytes)")
+
+    try:
+        (magic,) = r.unpack("4s")
+    except _Truncated:
+        if available < file_size:
+            raise short() from None
+        raise GGUFFormatError(
+            f"{path} is not a GGUF file ({file_size} bytes)", "pass a .gguf model file"
+        ) from None
+    _check_magic(path, magic)
+    try:
+        (version,) = r.unpack("<I")
+        if version not in GGUF_READABLE_VERSIONS:
+            # A big-endian v2/v3 file reads as 0x02000000 / 0x03000000 here.
+            endian = " (a big-endian file)" if version and not version & 0xFFFF else ""
             raise GGUFFormatError(
-                f"{path} is not a GGUF file ({file_size} bytes)", "pass a .gguf model file"
-            ) from None
-        _check_magic(path, magic)
-        try:
-            (version,) = r.unpack("<I")
-            if version not in GGUF_READABLE_VERSIONS:
-                # A big-endian v2/v3 file reads as 0x02000000 / 0x03000000 here.
-                endian = " (a big-endian file)" if version and not version & 0xFFFF else ""
-                raise GGUFFormatError(
-                    f"{path} has unsupported GGUF version {version}{endian}",
-                    f"convert it to little-endian GGUF v{GGUF_VERSION} with current llama.cpp",
-                )
-            kv, tensors = _read_metadata(r, path)
-        except _Truncated:
-            raise _redownload(path, f"its GGUF header ends early ({file_size} bytes)") from None
-        except _BadValueType as e:
-            raise GGUFFormatError(
-                f"{path} has a key/value of unknown type {e.vtype}", "the file is corrupt"
-            ) from None
+                f"{path} has unsupported GGUF version {version}{endian}",
+                f"convert it to little-endian GGUF v{GGUF_VERSION} with current llama.cpp",
+            )
+        kv, tensors = _read_metadata(r, path)
+    except _Truncated:
+        raise short() from None
+    except _BadValueType as e:
+        raise GGUFFormatError(
+            f"{path} has a key/value of unknown type {e.vtype}", "the file is corrupt"
+        ) from None
     alignment = _alignment(path, kv)
     data_offset = align_up(r.pos, alignment) if tensors else r.pos
     for t in tensors:

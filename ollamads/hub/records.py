@@ -69,6 +69,15 @@ def remember_verified(repo: str, file: RemoteFile, local: Path) -> None:
     write_record(record_path(repo, file.path), _stat_record(local, file))
 
 
+def recorded_verified(repo: str, file: RemoteFile, local: Path) -> bool:
+    """True if a record says ``local`` was verified as ``file`` and it has not changed since;
+    never hashes (False when there is no such record)."""
+    try:
+        return read_record(record_path(repo, file.path)) == _stat_record(local, file)
+    except OSError:
+        return False
+
+
 def is_verified(repo: str, file: RemoteFile, local: Path) -> bool:
     """True if ``local`` is the file the Hub lists: trusted from its record, else hashed."""
     try:
@@ -194,5 +203,6 @@ __all__ = [
     "new_hasher",
     "part_have",
     "record_path",
+    "recorded_verified",
     "remember_verified",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -101,6 +101,10 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+def _network_failure(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -120,6 +124,40 @@ def _etag_sha256(value: str | None) -> str | None:
         return None
     tag = value.removeprefix("W/").strip('"').lower()
     return tag if len(tag) == 64 and all(c in "0123456789abcdef" for c in tag) else None
+
+
+def ranged_get(
+    session: requests.Session,
+    url: str,
+    hub_host: str,
+    pos: int,
+    end: int,
+    *,
+    what: str,
+    on_hub: Callable[[requests.Response], None] | None = None,
+) -> requests.Response:
+    """GET ``bytes=pos-(end-1)`` of ``url`` (streamed), following redirects by hand so the token
+    only goes to the Hub's own host. ``on_hub`` sees every answer from the Hub's host (for its
+    headers). Returns the last answer whatever its status; network errors propagate."""
+    for _ in range(MAX_REDIRECTS + 1):
+        on_hub_host = _host(url) == hub_host
+        headers = {
+            **(auth_headers() if on_hub_host else public_headers()),
+            "Range": f"bytes={pos}-{end - 1}",
+            "Accept-Encoding": "identity",
+        }
+        response = session.get(
+            url, headers=headers, stream=True, allow_redirects=False,
+            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+        )
+        if on_hub_host and on_hub is not None:
+            on_hub(response)
+        if response.status_code in _REDIRECTS and "Location" in response.headers:
+            url = urljoin(url, response.headers["Location"])
+            response.close()
+            continue
+        return response
+    raise HubError(f"the Hub redirected {what} more than {MAX_REDIRECTS} times", "try again later")
 
 
 class _Retry(Exception):
@@ -294,45 +332,26 @@ class Downloader:
     def _open_response(
         self, session: requests.Session, target: _Target, pos: int, end: int
     ) -> requests.Response:
-        """GET ``bytes=pos-(end-1)``, following the Hub's redirect by hand so the token only
-        goes to the Hub's host."""
-        url = target.url or target.start_url
-        cached = target.url is not None
-        for _ in range(MAX_REDIRECTS + 1):
-            on_hub = _host(url) == self.hub_host
-            headers = {
-                **(auth_headers() if on_hub else public_headers()),
-                "Range": f"bytes={pos}-{end - 1}",
-                "Accept-Encoding": "identity",
-            }
+        """GET ``bytes=pos-(end-1)`` from the CDN URL that answered last, else from the Hub."""
+        check = lambda response: self._check_listing(target, response)  # noqa: E731
+        if target.url is not None:
             try:
-                response = session.get(
-                    url, headers=headers, stream=True, allow_redirects=False,
-                    timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-                )
+                response = ranged_get(session, target.url, self.hub_host, pos, end,
+                                      what=target.file.path, on_hub=check)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if cached:
-                    target.url = None  # the CDN may be what failed: ask the Hub again
-                what = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
-                raise _Retry(f"{what} to {_host(url)}") from None
-            if on_hub:
-                self._check_listing(target, response)
-            if response.status_code in _REDIRECTS and "Location" in response.headers:
-                url = urljoin(url, response.headers["Location"])
-                response.close()
-                continue
-            if response.status_code != 206 and cached:
-                # An expired signed URL (403) or a failing CDN node: ask the Hub for a fresh
-                # redirect now; only a fresh URL that fails counts against the retries.
-                target.url = None
-                response.close()
-                url, cached = target.start_url, False
-                continue
-            return response
-        raise HubError(
-            f"the Hub redirected {target.file.path} more than {MAX_REDIRECTS} times",
-            "try again later",
-        )
+                cdn, target.url = _host(target.url), None  # the CDN may have failed: ask the Hub
+                raise _Retry(f"{_network_failure(exc)} to {cdn}") from None
+            if response.status_code == 206:
+                return response
+            # An expired signed URL (403) or a failing CDN node: ask the Hub for a fresh
+            # redirect now; only a fresh URL that fails counts against the retries.
+            target.url = None
+            response.close()
+        try:
+            return ranged_get(session, target.start_url, self.hub_host, pos, end,
+                              what=target.file.path, on_hub=check)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Retry(f"{_network_failure(exc)} to {_host(target.start_url)}") from None
 
     def _check_listing(self, target: _Target, response: requests.Response) -> None:
         listed = target.file.sha256
@@ -502,4 +521,5 @@ __all__ = [
     "HashMode",
     "chunk_size_for",
     "connection_count",
+    "ranged_get",
 ]

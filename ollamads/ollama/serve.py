@@ -9,6 +9,7 @@ keep-alive so a loaded model is not dropped between two questions.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -55,8 +56,13 @@ class ServeSettings:
         return f"OLLAMA_BASE_URL={self.url} open-webui serve"
 
 
-def serve_settings(models_dir: Path | None = None, bind: str | None = None) -> ServeSettings:
-    """Check the store is writable before a server is started on it."""
+def serve_settings(
+    models_dir: Path | None = None,
+    bind: str | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """Check the store is writable before a server is started on it. ``environment`` (e.g. a
+    plan's offload variables) goes on top of :data:`MODEL_ENVIRONMENT`."""
     directory = (models_dir or default_ollama_models()).expanduser()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -68,7 +74,8 @@ def serve_settings(models_dir: Path | None = None, bind: str | None = None) -> S
             f"OLLAMA_MODELS {directory} is not writable ({exc.strerror})",
             "choose another folder with --models or fix its permissions",
         ) from exc
-    return ServeSettings(models_dir=directory, bind=bind or DEFAULT_BIND)
+    return ServeSettings(models_dir=directory, bind=bind or DEFAULT_BIND,
+                         environment={**MODEL_ENVIRONMENT, **(environment or {})})
 
 
 def find_ollama(explicit: str | None = None) -> str:
@@ -94,6 +101,25 @@ def find_ollama(explicit: str | None = None) -> str:
         "no `ollama` binary found on PATH",
         "install Ollama, or set OLLAMADS_OLLAMA to its path",
     )
+
+
+_CLIENT_VERSION_RE = re.compile(r"client version is (\S+)")
+
+
+def ollama_version(binary: str) -> str:
+    """The version of an ``ollama`` binary, without asking (or needing) a server."""
+    try:
+        # An unreachable OLLAMA_HOST makes `ollama --version` report its own (client) version.
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "OLLAMA_HOST": "127.0.0.1:1"},
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolNotFoundError(f"cannot run {binary} --version ({exc})", "check the ollama binary") from exc
+    match = _CLIENT_VERSION_RE.search(out.stdout + out.stderr)
+    if not match:
+        raise ServerError(f"{binary} --version did not say its version", "check the ollama binary")
+    return match[1]
 
 
 def free_port() -> int:

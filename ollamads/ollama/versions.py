@@ -92,3 +92,67 @@ class ServerInfo:
                 f"Ollama {self.version} at {self.host} is too old for thinking mode",
                 "upgrade Ollama to v0.9.0 or newer",
             )
+
+
+# --- KV cache and flash attention, as each line applies them to a DeepSeek (MLA) model --------
+
+#: What llama-server's ``--cache-type-k/-v`` accept (common/arg.cpp); the >= v0.30 line passes
+#: OLLAMA_KV_CACHE_TYPE through unchecked, so these are what that line accepts.
+LLAMA_SERVER_KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+#: What the <= v0.24 line accepts (fs/ggml SupportsKVCacheType); anything else is ignored.
+MERGED_LINE_KV_TYPES = ("f16", "q8_0", "q4_0")
+_UNQUANTIZED_KV = ("f32", "f16", "bf16")
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def kv_types_for(line: str) -> tuple[str, ...]:
+    """Cache types a line (``merged``, ``split`` or ``llama.cpp``) accepts."""
+    return MERGED_LINE_KV_TYPES if line == "merged" else LLAMA_SERVER_KV_TYPES
+
+
+def go_bool(value: str) -> bool:
+    """Ollama's envconfig.Bool: strconv.ParseBool, and any other non-empty value is true."""
+    return value.strip().strip("\"'") not in _GO_FALSE
+
+
+@dataclass(frozen=True)
+class AppliedKV:
+    """The KV cache type and flash attention a server line really uses for a DeepSeek model."""
+
+    cache_type: str
+    flash_attention: str  # "on", "off" or "auto" (llama-server turns auto on where supported)
+    #: Set when the server will refuse to load the model with these settings.
+    error: str | None = None
+    #: Why the applied values differ from what was asked, when they do.
+    note: str | None = None
+
+
+def applied_kv(line: str, kv_type: str | None, flash_attention: str | None) -> AppliedKV:
+    """What ``OLLAMA_KV_CACHE_TYPE`` / ``OLLAMA_FLASH_ATTENTION`` values become for DeepSeek.
+
+    * <= v0.24 runs DeepSeek on Ollama's own engine, which turns flash attention off for it
+      (its K and V head sizes, 576 and 512, differ: fs/ggml SupportsFlashAttention), and without
+      flash attention the engine keeps the KV cache at f16 whatever the variable says.
+    * >= v0.30 passes both to llama-server: ``--flash-attn on|off`` when the variable is set,
+      ``auto`` otherwise; ``--cache-type-k/-v`` as given. llama-server refuses a quantized
+      cache with flash attention off, and an unknown type."""
+    wanted = (kv_type or "").strip().strip("\"'").lower()
+    fa_set = flash_attention is not None and flash_attention.strip() != ""
+    if line == "merged":
+        note = None
+        if wanted and wanted != "f16":
+            note = (f"OLLAMA_KV_CACHE_TYPE={wanted} has no effect on DeepSeek here: Ollama <= 0.24 "
+                    "turns flash attention off for it (K/V head sizes 576/512), so the cache stays f16")
+        return AppliedKV("f16", "off", note=note)
+    fa = ("on" if go_bool(flash_attention or "") else "off") if fa_set else "auto"
+    cache = wanted or "f16"
+    if cache not in LLAMA_SERVER_KV_TYPES:
+        return AppliedKV(cache, fa, error=(
+            f"llama-server refuses OLLAMA_KV_CACHE_TYPE={cache} (Unsupported cache type); "
+            f"use one of {', '.join(LLAMA_SERVER_KV_TYPES)}"))
+    if cache not in _UNQUANTIZED_KV and fa == "off":
+        return AppliedKV(cache, fa, error=(
+            f"llama-server refuses a {cache} cache with flash attention off (quantized V cache "
+            "requires flash_attn); unset OLLAMA_FLASH_ATTENTION or set it to 1"))
+    return AppliedKV(cache, fa)

@@ -173,11 +173,12 @@ def worker_settings(
         )
     cap = None
     if memory_cap is not None:
-        from ollamads.units import parse_bytes
+        from ollamads.errors import OllamadsError
+        from ollamads.units import parse_size
 
         try:
-            cap = parse_bytes(memory_cap)
-        except ValueError:
+            cap = parse_size(memory_cap, what="memory cap")
+        except OllamadsError:
             raise WorkerError(f"--mem {memory_cap!r} is not a size", "write it like --mem 64GiB or --mem 512MiB") from None
         if cap <= 0:
             raise WorkerError(f"--mem {memory_cap!r} is not a positive size", "write it like --mem 64GiB")

@@ -2,7 +2,8 @@
 
 It answers what huggingface_hub 2.x asks of the Hub: model info with a 40-hex ``sha``, the
 (paged) tree with git blob ``oid`` and ``lfs{oid,size,pointerSize}`` for .gguf files,
-paths-info, HEAD/GET on ``/resolve/`` with ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``,
+paths-info, ``whoami-v2`` (200 for the stub's token), HEAD/GET on ``/resolve/`` with
+``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``,
 ``X-Linked-Size``, ``Range`` -> 206 and 416 past the end, and errors with ``X-Error-Code``.
 
 Knobs a test can turn: a token the repo requires (``private``: everything 401 RepoNotFound
@@ -404,6 +405,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         if parts[:2] == ["api", "agent-harnesses"]:
             # The harness registry the CLI reads at start-up: an empty one.
             return self._json(200, {"standardEnvVars": [], "harnesses": {}})
+        if parts[:2] == ["api", "whoami-v2"]:
+            return self._whoami()
         if parts[:1] == ["cdn"] and len(parts) >= 5:
             return self._cdn(f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:]), parts[1])
         if parts[:2] == ["api", "models"]:
@@ -431,6 +434,13 @@ class _HubHandler(BaseHTTPRequestHandler):
             repo, rest = found
             return self._resolve(repo, rest[1], "/".join(rest[2:]))
         return self._error(401, "RepoNotFound", "Repository not found")
+
+    def _whoami(self) -> None:
+        """Who a token belongs to: 200 for the stub's token, 401 for any other (or none)."""
+        token = self._bearer()
+        if token is None or token != self.stub.token:
+            return self._error(401, None, "Invalid credentials in Authorization header")
+        return self._json(200, {"type": "user", "name": "stub-user", "auth": {"type": "access_token"}})
 
     def _info(self, repo: str) -> None:
         files = self.stub.repos[repo]
