@@ -131,7 +131,9 @@ def write_synthetic(
 ) -> list[Path]:
     """Write the model as ``shards`` files (llama.cpp split names when more than one).
 
-    ``data``: "sparse" (no bytes written: the file is truncated to its size) or "random"."""
+    ``data``: "sparse" (no bytes written: the file is truncated to its size), "random" (random
+    bytes), or "finite" (F32 tensors all ones, F16 ones small random values: what Ollama's
+    create-time validation and llama.cpp's row checks accept)."""
     spec = spec or spec_for(dims)
     kv_rows = model_metadata(spec, dims.n_vocab)
     slots = tensor_layout(dims)
@@ -155,7 +157,9 @@ def write_synthetic(
         path = directory / (shard_name(name, i + 1, len(groups)) if len(groups) > 1 else f"{name}.gguf")
         with open(path, "wb") as f:
             f.write(header + bytes(data_start - len(header)))
-            if data == "random":
+            if data == "finite":
+                _write_finite(f, infos)
+            elif data == "random":
                 remaining = size - data_start
                 while remaining:
                     chunk = min(WRITE_CHUNK, remaining)
@@ -164,6 +168,31 @@ def write_synthetic(
             f.truncate(size)
         paths.append(path)
     return paths
+
+
+_NOISE: list[bytes] = []
+
+
+def _write_finite(f: object, infos: list[TensorInfo]) -> None:
+    import numpy as np
+
+    if not _NOISE:
+        rng = np.random.default_rng(0)
+        _NOISE.append((rng.standard_normal(WRITE_CHUNK // 8) * 0.02).astype(np.float16).tobytes())
+    noise = _NOISE[0]
+    for info in infos:
+        n = tensor_nbytes(info.ggml_type, info.shape)
+        if info.ggml_type == Q.F32:
+            f.write(np.ones(n // 4, dtype=np.float32).tobytes())  # type: ignore[attr-defined]
+        elif info.ggml_type == Q.F16:
+            left = n
+            while left:
+                piece = noise[: min(left, len(noise))]
+                f.write(piece)  # type: ignore[attr-defined]
+                left -= len(piece)
+        else:
+            raise ValueError(f"finite data only for F32 and F16 tensors, not {Q(info.ggml_type).name}")
+        f.write(bytes(align_up(n, ALIGNMENT) - n))  # type: ignore[attr-defined]
 
 
 def deepseek_v3_sparse(directory: Path, types: TypeChoice = unsloth_like_types, *, shards: int = 1,
