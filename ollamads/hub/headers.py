@@ -4,7 +4,7 @@ A 671B quant is 130-480 GB, but its tensor table sits in the first few megabytes
 shard. :func:`file_prefix` keeps those bytes in ``<repo dir>/.ollamads/<path>.head`` and only
 ever asks for what is missing after them, so a second call (or one after an interruption) costs
 nothing or continues where the last one stopped. The bytes are fetched at one commit with the
-same redirect and token handling as downloads (:func:`~ollamads.hub.transfer.ranged_get`); a
+same redirect, token and answer checks as downloads (:mod:`ollamads.hub.ranges`); a
 file whose digest on the Hub changed since the cached bytes were fetched starts again.
 """
 
@@ -13,20 +13,27 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
 import requests
 
 from ollamads.errors import HubError
-from ollamads.hub.api import hub_endpoint, status_error
+from ollamads.hub.api import hub_endpoint
 from ollamads.hub.listing import RemoteFile
+from ollamads.hub.ranges import (
+    RetryLater,
+    body_chunks,
+    host_of,
+    network_failure,
+    ranged_get,
+    require_listed_upload,
+    require_range,
+)
 from ollamads.hub.records import record_path
-from ollamads.hub.transfer import RETRY_BACKOFF_S, ranged_get
+from ollamads.hub.transfer import RETRY_BACKOFF_S
 from ollamads.locking import exclusive
 from ollamads.paths import read_record, write_record
 
 HEAD_SUFFIX = ".head"
-READ_SIZE = 1 << 20
 #: A retry that gets no bytes waits this long; three of them and the fetch gives up.
 _RETRIES = RETRY_BACKOFF_S[:3]
 
@@ -68,14 +75,14 @@ def file_prefix(repo: str, commit: str, remote: RemoteFile, length: int) -> tupl
             return path, have
         endpoint = hub_endpoint()
         url = hf_hub_url(repo, remote.path, revision=commit, endpoint=endpoint)
-        hub_host = urlsplit(endpoint).netloc.lower()
+        hub_host = host_of(endpoint)
         failures = 0
         with requests.Session() as session, open(path, "ab") as out:
             while have < want:
                 before = have
                 try:
                     have = _append(session, url, hub_host, repo, remote, out, have, want)
-                except _Again as exc:
+                except RetryLater as exc:
                     have = out.tell()  # what arrived before the failure is kept
                     failures = 0 if have > before else failures + 1
                     if failures > len(_RETRIES):
@@ -84,74 +91,30 @@ def file_prefix(repo: str, commit: str, remote: RemoteFile, length: int) -> tupl
                             f"({have} of {want} bytes kept)",
                             "check the network and re-run: it continues from there",
                         ) from None
-                    time.sleep(_RETRIES[failures - 1] if failures else 0)
+                    time.sleep(exc.wait if exc.wait is not None else _RETRIES[failures - 1] if failures else 0)
         return path, have
-
-
-class _Again(Exception):
-    pass
 
 
 def _append(
     session: requests.Session, url: str, hub_host: str, repo: str, remote: RemoteFile,
     out: BinaryIO, have: int, want: int,
 ) -> int:
-    def same_upload(response: requests.Response) -> None:
-        served = (response.headers.get("X-Linked-Etag") or "").removeprefix("W/").strip('"')
-        if remote.sha256 and len(served) == 64 and served.lower() != remote.sha256:
-            response.close()
-            raise HubError(
-                f"{remote.path} changed on the Hub since it was listed",
-                "re-run the same command: it plans again from the current listing",
-            )
-
     try:
-        response = ranged_get(session, url, hub_host, have, want, what=remote.path, on_hub=same_upload)
+        response = ranged_get(session, url, hub_host, have, want, what=remote.path,
+                              on_hub=lambda r: require_listed_upload(remote, r))
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Again(type(exc).__name__) from None
+        raise network_failure(exc, url) from None
     with response:
-        status = response.status_code
-        if status == 206:
-            expected = f"bytes {have}-{want - 1}/{remote.size}"
-            if response.headers.get("Content-Range", "").strip() != expected:
-                raise HubError(
-                    f"the Hub sent the wrong byte range of {remote.path} "
-                    f"(asked {expected}, got {response.headers.get('Content-Range')!r})",
-                    "try again later",
-                )
-            from urllib3.exceptions import HTTPError as Urllib3Error
-
-            # read1 hands over what has arrived, so a dropped connection keeps its bytes.
-            raw = response.raw
-            read = raw.read1 if hasattr(raw, "read1") else raw.read
-            while have < want:
-                try:
-                    chunk = read(min(READ_SIZE, want - have))
-                except (Urllib3Error, OSError):  # reading only: disk errors come from write
-                    raise _Again("the connection broke off") from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                out.flush()
-                have += len(chunk)
-            if have < want:
-                raise _Again("the connection broke off")
-            return have
-        if status == 200:
-            raise HubError(
-                f"the Hub answered a Range request for {remote.path} with the whole file (200): "
-                "its header cannot be read without downloading it",
-                "a proxy between here and the Hub may strip Range headers; download the quant "
-                "(`ollamads pull`) and plan from the files",
-            )
-        if status == 416:
-            raise HubError(
-                f"{remote.path} is shorter on the Hub than its listing says",
-                "it is being re-uploaded; re-run later",
-            )
-        if status == 429 or status >= 500:
-            raise _Again(f"the Hub answered {status}")
-        raise status_error(status, response.headers.get("X-Error-Code"), repo, remote.path)
+        require_range(
+            response, remote, have, want, repo=repo, hub_host=hub_host,
+            whole_file_hint="a proxy between here and the Hub may strip Range headers; download "
+                            "the quant (`ollamads pull`) and plan from the files",
+        )
+        for chunk in body_chunks(response, want - have):
+            out.write(chunk)
+            out.flush()
+            have += len(chunk)
+        return have
 
 
 __all__ = ["cached_prefix", "file_prefix", "prefix_path"]

@@ -27,17 +27,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from ollamads.errors import ChecksumError, HubError, OllamadsError
 from ollamads.fileio import preallocate, pwrite_all
-from ollamads.hub.api import auth_headers, hub_endpoint, public_headers, status_error
+from ollamads.hub.api import hub_endpoint
 from ollamads.hub.listing import RemoteFile
+from ollamads.hub.ranges import (
+    RetryLater,
+    body_chunks,
+    host_of,
+    network_failure,
+    ranged_get,
+    require_listed_upload,
+    require_range,
+)
 from ollamads.hub.records import (
     PartState,
     digest_of,
@@ -59,17 +66,10 @@ MIN_CHUNK = 8 * MIB
 MAX_CHUNK = 64 * MIB
 #: Ranges per connection: enough that the last few ranges of a pull end close together.
 CHUNKS_PER_CONNECTION = 4
-READ_SIZE = 1 * MIB
 #: Seconds to wait before each retry of a range that brought no new bytes; a retry that does
 #: bring bytes starts the count again (as huggingface_hub does).
 RETRY_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
-#: A server's Retry-After is honoured up to this many seconds per wait.
-MAX_RETRY_AFTER_S = 60.0
-MAX_REDIRECTS = 5
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 60.0
 REPORT_INTERVAL_S = 0.1
-_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def connection_count(explicit: int | None = None) -> int:
@@ -95,77 +95,6 @@ def chunk_size_for(size: int, connections: int) -> int:
     wanted = -(-size // (connections * CHUNKS_PER_CONNECTION))
     wanted = -(-wanted // unit) * unit
     return min(MAX_CHUNK, max(MIN_CHUNK, wanted))
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).netloc.lower()
-
-
-def _network_failure(exc: BaseException) -> str:
-    return "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-def _etag_sha256(value: str | None) -> str | None:
-    """The sha256 in an ``X-Linked-Etag`` (``"<hex>"`` or ``W/"<hex>"``), else None."""
-    if not value:
-        return None
-    tag = value.removeprefix("W/").strip('"').lower()
-    return tag if len(tag) == 64 and all(c in "0123456789abcdef" for c in tag) else None
-
-
-def ranged_get(
-    session: requests.Session,
-    url: str,
-    hub_host: str,
-    pos: int,
-    end: int,
-    *,
-    what: str,
-    on_hub: Callable[[requests.Response], None] | None = None,
-) -> requests.Response:
-    """GET ``bytes=pos-(end-1)`` of ``url`` (streamed), following redirects by hand so the token
-    only goes to the Hub's own host. ``on_hub`` sees every answer from the Hub's host (for its
-    headers). Returns the last answer whatever its status; network errors propagate."""
-    for _ in range(MAX_REDIRECTS + 1):
-        on_hub_host = _host(url) == hub_host
-        headers = {
-            **(auth_headers() if on_hub_host else public_headers()),
-            "Range": f"bytes={pos}-{end - 1}",
-            "Accept-Encoding": "identity",
-        }
-        response = session.get(
-            url, headers=headers, stream=True, allow_redirects=False,
-            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-        )
-        if on_hub_host and on_hub is not None:
-            on_hub(response)
-        if response.status_code in _REDIRECTS and "Location" in response.headers:
-            url = urljoin(url, response.headers["Location"])
-            response.close()
-            continue
-        return response
-    raise HubError(f"the Hub redirected {what} more than {MAX_REDIRECTS} times", "try again later")
-
-
-class _Retry(Exception):
-    """A range stopped for a reason worth retrying; what arrived is on disk."""
-
-    def __init__(self, reason: str, wait: float | None = None) -> None:
-        super().__init__(reason)
-        self.wait = wait
 
 
 @dataclass
@@ -209,7 +138,7 @@ class Downloader:
         self.progress = progress
         self.hash_mode = hash_mode
         endpoint = hub_endpoint()
-        self.hub_host = _host(endpoint)
+        self.hub_host = host_of(endpoint)
         self.targets = [
             _Target(file, local, PartState(repo, file),
                     hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint))
@@ -320,7 +249,7 @@ class Downloader:
                 return
             try:
                 self._get(session, target, index, start + before, end)
-            except _Retry as exc:
+            except RetryLater as exc:
                 if target.state.done[index] > before:
                     failures = 0
                 if failures >= len(RETRY_BACKOFF_S):
@@ -333,14 +262,14 @@ class Downloader:
         self, session: requests.Session, target: _Target, pos: int, end: int
     ) -> requests.Response:
         """GET ``bytes=pos-(end-1)`` from the CDN URL that answered last, else from the Hub."""
-        check = lambda response: self._check_listing(target, response)  # noqa: E731
+        check = lambda response: require_listed_upload(target.file, response)  # noqa: E731
         if target.url is not None:
             try:
                 response = ranged_get(session, target.url, self.hub_host, pos, end,
                                       what=target.file.path, on_hub=check)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                cdn, target.url = _host(target.url), None  # the CDN may have failed: ask the Hub
-                raise _Retry(f"{_network_failure(exc)} to {cdn}") from None
+                failed, target.url = target.url, None  # the CDN may have failed: ask the Hub
+                raise network_failure(exc, failed) from None
             if response.status_code == 206:
                 return response
             # An expired signed URL (403) or a failing CDN node: ask the Hub for a fresh
@@ -351,86 +280,32 @@ class Downloader:
             return ranged_get(session, target.start_url, self.hub_host, pos, end,
                               what=target.file.path, on_hub=check)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retry(f"{_network_failure(exc)} to {_host(target.start_url)}") from None
-
-    def _check_listing(self, target: _Target, response: requests.Response) -> None:
-        listed = target.file.sha256
-        served = _etag_sha256(response.headers.get("X-Linked-Etag"))
-        if listed and served and served != listed:
-            response.close()
-            raise HubError(
-                f"{target.file.path} changed on the Hub since the listing "
-                f"(sha256 {listed[:12]}… is now {served[:12]}…); nothing of the new upload was kept",
-                "re-run the same command: it plans again from the current listing",
-            )
+            raise network_failure(exc, target.start_url) from None
 
     def _get(self, session: requests.Session, target: _Target, index: int, pos: int, end: int) -> None:
         with self._open_response(session, target, pos, end) as response:
-            status = response.status_code
-            if status == 206:
-                expected = f"bytes {pos}-{end - 1}/{target.file.size}"
-                if response.headers.get("Content-Range", "").strip() != expected:
-                    raise HubError(
-                        f"the Hub sent the wrong byte range for {target.file.path} "
-                        f"(asked {expected}, got {response.headers.get('Content-Range')!r}); "
-                        "none of it was used",
-                        "try again later; re-running resumes from the bytes already verified",
-                    )
-                target.url = response.url
-                self._read_body(response, target, index, pos, end)
-                return
-            if status == 200:
-                raise HubError(
-                    f"the Hub answered a Range request for {target.file.path} with the whole "
-                    "file (200); none of it was used",
-                    "a proxy between here and the Hub may strip Range headers; try again later",
-                )
-            if status == 416:
-                raise HubError(
-                    f"{target.file.path} is shorter on the Hub than its listing says",
-                    "it is being re-uploaded; re-run the same command later",
-                )
-            if status == 403 and _host(response.url) != self.hub_host:
-                raise _Retry("the CDN refused a signed URL (403)", wait=0.0)
-            if status == 429 or status >= 500:
-                raise _Retry(f"the Hub answered {status}", _retry_after(response.headers.get("Retry-After")))
-            raise status_error(status, response.headers.get("X-Error-Code"), self.repo, target.file.path)
-
-    def _read_body(
-        self, response: requests.Response, target: _Target, index: int, pos: int, end: int
-    ) -> None:
-        from urllib3.exceptions import HTTPError as Urllib3Error
-
-        raw = response.raw
-        # read1 hands over what has arrived instead of waiting for a full buffer: a kill loses
-        # almost nothing, and progress moves smoothly. Old urllib3 lacks it.
-        read = raw.read1 if hasattr(raw, "read1") else raw.read
-        start = target.state.layout.bounds(index)[0]  # type: ignore[union-attr]
-        while pos < end:
-            if self.stop.is_set():
-                return
-            try:
-                data = read(min(READ_SIZE, end - pos))
-            except (Urllib3Error, OSError):  # reading only: disk errors come from pwrite
-                raise _Retry("the connection broke off") from None
-            if not data:
-                raise _Retry("the connection broke off")
-            try:
-                pwrite_all(target.fd, data, pos)
-            except OSError as exc:
-                if is_disk_full(exc):
-                    raise disk_full_error(
-                        target.part.parent, target.file.size - target.state.have, target.file.path
-                    ) from None
-                raise
-            pos += len(data)
-            target.state.set_done(index, pos - start)
-            with self._lock:
-                target.fetched += len(data)
-            self._report(target, "downloading")
-            if self.hash_mode == "prefix":
-                with self._wake:
-                    self._wake.notify_all()
+            require_range(response, target.file, pos, end, repo=self.repo, hub_host=self.hub_host)
+            target.url = response.url
+            start = target.state.layout.bounds(index)[0]  # type: ignore[union-attr]
+            for data in body_chunks(response, end - pos):
+                if self.stop.is_set():
+                    return
+                try:
+                    pwrite_all(target.fd, data, pos)
+                except OSError as exc:
+                    if is_disk_full(exc):
+                        raise disk_full_error(
+                            target.part.parent, target.file.size - target.state.have, target.file.path
+                        ) from None
+                    raise
+                pos += len(data)
+                target.state.set_done(index, pos - start)
+                with self._lock:
+                    target.fetched += len(data)
+                self._report(target, "downloading")
+                if self.hash_mode == "prefix":
+                    with self._wake:
+                        self._wake.notify_all()
 
     def _gave_up(self, target: _Target, reason: str) -> HubError:
         have = target.state.have
