@@ -7,8 +7,6 @@ names each term, its directory and the filesystem it lands on.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -191,7 +189,6 @@ __all__ = [
     "Filesystem",
     "check_space",
     "format_mib",
-    "parse_bytes",
     "disk_free",
     "disk_full_error",
     "existing_ancestor",

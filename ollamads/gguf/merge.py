@@ -48,7 +48,8 @@ from ollamads.gguf.format import (
 from ollamads.gguf.shards import ShardSet, open_shard_set
 from ollamads.units import DiskNeed, check_space, disk_free
 
-ByteMergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
+ByteProgress = Callable[[int, int], None]
+MergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
 
 GGUF_SPLIT_PROGRAM = "llama-gguf-split"
 ENV_GGUF_SPLIT = "OLLAMADS_GGUF_SPLIT"

@@ -351,8 +351,8 @@ def make_plan(
     if request.kv_type.startswith("q4") or request.kv_type == "iq4_nl":
         notes.append("the guides: a 4-bit KV cache is clearly worse; use q8_0")
     if request.line == "merged" and request.kv_type != MERGED_LINE_KV:
-        notes.append(f"Ollama <= 0.24 keeps DeepSeek's KV cache at f16 whatever "
-                     f"OLLAMA_KV_CACHE_TYPE says: the plan counts f16 for that line")
+        notes.append("Ollama <= 0.24 keeps DeepSeek's KV cache at f16 whatever "
+                     "OLLAMA_KV_CACHE_TYPE says: the plan counts f16 for that line")
     if memory.source == "published size":
         notes.append("the tensor table was not read: bytes are estimated from the published "
                      "size; run `ollamads plan` with network access for exact figures")
