@@ -197,7 +197,7 @@ def _write_into_store(
         report(f"the merged model blob {digest[:19]}… is already in the store")
         return digest, size, 0
     total = merged_size(shards, style)
-    with store.blob_writer() as writer:
+    with store.blob_writer(total, "the model blob") as writer:
         hexdigest = write_merged(
             shards, writer.fd, style=style, sha256=True,
             progress=bytes_callback(progress, "write", f"{shards.first.name} -> store"),

@@ -46,7 +46,7 @@ from ollamads.gguf.format import (
     pack_header,
 )
 from ollamads.gguf.shards import ShardSet, open_shard_set
-from ollamads.units import DiskNeed, check_space, disk_free
+from ollamads.units import DiskNeed, check_space, disk_free, disk_full_error, is_disk_full
 
 ByteMergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
 
@@ -245,13 +245,19 @@ def merge_builtin(
     out = Path(out)
     _require_split(shards)
     _check_output(shards, out, force)
-    _check_space(out.parent, merged_size(shards))
-    with atomic_output(out) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            write_merged(shards, fd, progress=progress)
-        finally:
-            os.close(fd)
+    size = merged_size(shards)
+    _check_space(out.parent, size)
+    try:
+        with atomic_output(out) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                write_merged(shards, fd, progress=progress)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        if is_disk_full(exc):  # another writer took the space the check saw; nothing is kept
+            raise disk_full_error(out.parent, size, out.name) from None
+        raise
     return out
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from ollamads.errors import ChecksumError, HubError, OllamadsError
-from ollamads.fileio import preallocate, pwrite_all
+from ollamads.fileio import allocated_bytes, preallocate, pwrite_all
 from ollamads.hub.api import auth_headers, hub_endpoint, public_headers, status_error
 from ollamads.hub.listing import RemoteFile
 from ollamads.hub.records import (
@@ -144,6 +144,7 @@ class _Target:
     hashed: int = 0
     hasher: object = None
     fetched: int = 0
+    finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -239,7 +240,7 @@ class Downloader:
                 preallocate(target.fd, target.file.size)
             except OSError as exc:
                 if is_disk_full(exc):
-                    raise disk_full_error(part.parent, target.file.size, target.file.path) from None
+                    raise disk_full_error(part.parent, self.still_needed(), target.file.path) from None
                 raise
             target.state.start(chunk_size_for(target.file.size, self.connections))
             self._report(target, "queued", force=True)
@@ -250,6 +251,13 @@ class Downloader:
     def _length(target: _Target, index: int) -> int:
         start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
         return end - start
+
+    def still_needed(self) -> int:
+        """Disk the unfinished files still need: their sizes less what their parts hold (all of
+        a preallocated part, the ranges written of a sparse one)."""
+        return sum(
+            max(0, t.file.size - allocated_bytes(t.part)) for t in self.targets if not t.finished
+        )
 
     def _fail(self, exc: BaseException) -> None:
         with self._wake:
@@ -400,9 +408,7 @@ class Downloader:
                 pwrite_all(target.fd, data, pos)
             except OSError as exc:
                 if is_disk_full(exc):
-                    raise disk_full_error(
-                        target.part.parent, target.file.size - target.state.have, target.file.path
-                    ) from None
+                    raise disk_full_error(target.part.parent, self.still_needed(), target.file.path) from None
                 raise
             pos += len(data)
             target.state.set_done(index, pos - start)
@@ -476,6 +482,7 @@ class Downloader:
         os.close(target.fd)
         target.fd = -1
         os.replace(target.part, target.local)
+        target.finished = True
         target.state.discard()
         remember_verified(self.repo, target.file, target.local)
         self._report(target, "done", force=True)

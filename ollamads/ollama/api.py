@@ -15,12 +15,15 @@ from typing import Any
 
 import requests
 
-from ollamads.errors import ServerError
+from ollamads.errors import InsufficientSpaceError, ServerError
 from ollamads.ollama.versions import CONTROL_TIMEOUT_S, ServerInfo, normalize_host, parse_version
+from ollamads.units import format_bytes
 
 #: ``_debug_render_only`` in ``/api/chat``: the server returns the prompt instead of generating.
 DEBUG_RENDER_VERSION = (0, 11, 5)
 UPLOAD_CHUNK = 8 << 20
+#: How Go (so every Ollama) spells ENOSPC in the errors it returns.
+SERVER_DISK_FULL = "no space left on device"
 ByteProgress = Callable[[int, int], None]
 
 
@@ -107,8 +110,16 @@ class OllamaAPI:
         except requests.RequestException as exc:
             raise _lost(self.url, exc) from exc
         if response.status_code not in (200, 201):
+            text = error_text(response)
+            if SERVER_DISK_FULL in text:
+                raise InsufficientSpaceError(
+                    f"the Ollama server at {self.url} ran out of disk storing {path.name} "
+                    f"({format_bytes(body.size)} needed): {text}",
+                    "free space where that server keeps its models (its OLLAMA_MODELS), then "
+                    "re-run: what it already has is not sent again",
+                )
             raise ServerError(
-                f"Ollama refused {path.name}: {error_text(response)}",
+                f"Ollama refused {path.name}: {text}",
                 "the file changed while uploading? re-run the command",
             )
         return body.size
@@ -134,6 +145,13 @@ class OllamaAPI:
                         continue
                     event = json.loads(line)
                     if "error" in event:
+                        if SERVER_DISK_FULL in str(event["error"]):
+                            raise InsufficientSpaceError(
+                                f"the Ollama server at {self.url} ran out of disk creating {name}: "
+                                f"{event['error']}",
+                                "free space where that server keeps its models (its OLLAMA_MODELS), "
+                                "then re-run: nothing was registered",
+                            )
                         raise ServerError(f"Ollama could not create {name}: {event['error']}", failed)
                     status = event.get("status", "")
                     if status and (not statuses or statuses[-1] != status):
