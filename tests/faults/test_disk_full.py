@@ -349,3 +349,23 @@ def test_the_disk_fills_during_the_template_rewrite(small_disk: Disk, tmp_path: 
     disk.release()
     assert apply_fixed_template(merged, "v3.1") is True
     assert read_gguf(merged).value(KEY_CHAT_TEMPLATE) == fixed_template_for("v3.1")
+
+
+# --- nothing to write ---------------------------------------------------------------------------------
+
+
+def test_a_rerun_on_a_full_disk_writes_nothing_and_finishes(
+    hub: Hub, small_disk: Disk, fault_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The downloads took the last byte of the disk: asking again must still work."""
+    disk = small_disk(4 * MB)
+    monkeypatch.setenv("OLLAMADS_HOME", str(disk.path / "home"))
+    server = fault_server("split")
+    monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
+    _repo(hub, SPLIT, tmp_path)
+    assert create(SPLIT, name="full:again", host=server.url, parameters=TINY).created
+    disk.fill()
+    lines: list[str] = []
+    again = create(SPLIT, name="full:again", host=server.url, parameters=TINY, report=lines.append)
+    assert not again.created and "full:again is already registered from these files" in lines
+    assert disk.free() < 4096 and ollamads_debris(disk.path) == []
