@@ -220,6 +220,8 @@ def register_files(
     server, shards = plan.server, plan.shards
     check_registrable_files(server, definition, shards)
     api = OllamaAPI(server.host)
+    # Hours may have passed since the plan (the downloads): the server may have been replaced.
+    api.require_same(server)
     known = dict(known_digests or {})
     placements: dict[str, Placement] = {}
     uploaded = written = 0
@@ -233,6 +235,7 @@ def register_files(
         )
         placements[shards.first.name] = Placement.WRITTEN if written else Placement.PRESENT
         facts = model_facts(shards)
+        api.require_same(server)
         created = plan.store.write_model(
             definition.name,
             Layer(MEDIA_MODEL, digest, size),
@@ -293,6 +296,7 @@ def register_files(
     for file, how in placements.items():
         report(f"{file}: {how.value}")
     request = definition.create_request(digests)
+    api.require_same(server)
     created = not _is_registered(api, server, definition.name, request)
     if created:
         api.create(request, on_status=lambda s: report(f"ollama: {s}"))

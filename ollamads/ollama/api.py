@@ -53,10 +53,14 @@ class _FileBody:
 
 
 def error_text(response: requests.Response) -> str:
+    """Ollama's ``{"error": ...}``; anything else (another program's page) as its status line."""
     try:
-        return str(response.json().get("error", response.text))
+        value = response.json()
     except ValueError:
-        return response.text.strip() or response.reason
+        value = None
+    if isinstance(value, dict) and "error" in value:
+        return " ".join(str(value["error"]).split())
+    return f"HTTP {response.status_code} {response.reason}, not an Ollama answer"
 
 
 def _lost(url: str, exc: BaseException) -> ServerError:
@@ -78,15 +82,36 @@ class OllamaAPI:
         """Ask the server its version; raise a :class:`ServerError` saying how to start one."""
         try:
             response = requests.get(f"{self.url}/api/version", timeout=timeout)
-            response.raise_for_status()
-            version = response.json()["version"]
-        except (requests.RequestException, ValueError, KeyError) as exc:
+        except requests.RequestException as exc:
             raise ServerError(
                 f"no Ollama server answers at {self.url} ({type(exc).__name__})",
                 "start one with `ollamads serve` or `ollama serve`, or set OLLAMA_HOST",
             ) from exc
+        try:
+            response.raise_for_status()
+            version = response.json()["version"]
+            if not isinstance(version, str):
+                raise TypeError(version)
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            raise ServerError(
+                f"something other than Ollama answers at {self.url} "
+                f"(HTTP {response.status_code} to /api/version)",
+                "another program holds that port: start Ollama there, or point --host / "
+                "OLLAMA_HOST at the Ollama server",
+            ) from exc
         parse_version(version)
         return ServerInfo(host=self.url, version=version)
+
+    def require_same(self, server: ServerInfo) -> None:
+        """Raise unless the server answering now is the one a plan was made for: a server
+        upgraded or replaced on the same port mid-run gets nothing meant for the other."""
+        now = self.info()
+        if now.version != server.version:
+            raise ServerError(
+                f"the Ollama server at {self.url} changed from {server.version} to {now.version} "
+                "during the run; nothing was registered",
+                "re-run: ollamads plans again for the server that answers now",
+            )
 
     # --- blobs -------------------------------------------------------------------------------
 

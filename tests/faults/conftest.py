@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,6 +130,31 @@ class FaultServer:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def kill_while_running(self, program: str, timeout: float = 120.0) -> threading.Event:
+        """Watch for the server's child ``program``; the moment it runs, freeze it (SIGSTOP)
+        and kill the server with it. The event is set once that happened."""
+        caught = threading.Event()
+        process = self.serve.process if self.serve else None
+        assert process is not None
+
+        def watch() -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and process.poll() is None:
+                for child in direct_children(process.pid):
+                    try:
+                        comm = Path(f"/proc/{child}/comm").read_text().strip()
+                    except OSError:
+                        continue
+                    if comm == program:  # exec'd (before that the child is still "ollama")
+                        os.kill(child, signal.SIGSTOP)
+                        caught.set()
+                        self.kill()
+                        return
+                time.sleep(0.0005)
+
+        threading.Thread(target=watch, name=f"kill-on-{program}", daemon=True).start()
+        return caught
+
     def stop(self) -> None:
         if self.serve is not None:
             self.serve.stop()
@@ -192,6 +218,22 @@ class NotOllama:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def direct_children(pid: int) -> list[int]:
+    """The children of ``pid``, from each of its threads' ``children`` list (cheap to poll)."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found += [int(n) for n in handle.read().split()]
+        except OSError:
+            continue
+    return found
 
 
 def sha256_file(path: Path) -> str:
