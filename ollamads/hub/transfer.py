@@ -323,8 +323,9 @@ class Downloader:
                     target.url = None  # the CDN may be what failed: ask the Hub again
                 what = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
                 raise _Retry(f"{what} to {_host(url)}") from None
-            if on_hub:
-                self._check_listing(target, response)
+            # The Hub's redirect names the upload it serves; so may the CDN's answer (the real
+            # CDNs leave it out: then the sha256 at the end is what refuses a changed file).
+            self._check_listing(target, response)
             if response.status_code in _REDIRECTS and "Location" in response.headers:
                 url = urljoin(url, response.headers["Location"])
                 response.close()
