@@ -383,7 +383,8 @@ class Downloader:
             if status == 403 and _host(response.url) != self.hub_host:
                 raise _Retry("the CDN refused a signed URL (403)", wait=0.0)
             if status == 429 or status >= 500:
-                raise _Retry(f"the Hub answered {status}", _retry_after(response.headers.get("Retry-After")))
+                who = "the Hub" if _host(response.url) == self.hub_host else f"the Hub's CDN ({_host(response.url)})"
+                raise _Retry(f"{who} answered {status}", _retry_after(response.headers.get("Retry-After")))
             raise status_error(status, response.headers.get("X-Error-Code"), self.repo, target.file.path)
 
     def _read_body(

@@ -76,7 +76,14 @@ def test_a_cdn_that_keeps_failing_gives_up_naming_the_file(
         pull_quant(resolve(SPEC))
     line = error_line(err.value)
     assert "\n" not in line
-    assert line.startswith(f"Error: {path}: ") and f"{RETRIES} retries brought no new bytes" in line
+    reason = {
+        "503": f"the Hub's CDN (localhost:{stub.port}) answered 503",
+        "403": "the CDN refused a signed URL (403)",
+        "hang-up": "the connection broke off",
+        "hang-up-after-bytes": "the connection broke off",
+        "down": f"could not connect to {stub.cdn_origin.removeprefix('http://') if stub.cdn_origin else ''}",
+    }[kind]
+    assert line.startswith(f"Error: {path}: {reason}, {RETRIES} retries brought no new bytes ("), line
     assert line.endswith("— check the network and re-run the same command: it resumes from there")
     # Within limits: the first try and RETRIES retries (after the last try that brought bytes).
     # A CDN that answers but fails is asked again through a fresh redirect from the Hub; one
