@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ollamads.units import disk_full_error, is_disk_full
+
 # copy_file_range stays in the kernel, so big chunks cost nothing; they only pace progress.
 COPY_CHUNK = 64 << 20
 READ_CHUNK = 8 << 20
@@ -81,6 +83,21 @@ def atomic_output(out: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.close(fd)
+
+
+def write_small_file(path: Path, data: bytes) -> None:
+    """Write a small file (a record, a Modelfile) whole or not at all: a temp file beside it,
+    renamed over it. A full disk is one line naming the folder, and leaves no temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, len(data), path.name) from None
+        raise
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -257,4 +274,5 @@ __all__ = [
     "preallocate",
     "pwrite_all",
     "write_all",
+    "write_small_file",
 ]

@@ -24,25 +24,33 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
         yield
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise BusyError(
                 f"another ollamads process{f' (pid {holder})' if holder else ''} is {what}",
                 "wait for it to finish, or stop it first; then re-run",
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        _write_holder(fd, str(os.getpid()))
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
+            _write_holder(fd, "")
+    finally:
+        os.close(fd)
+
+
+def _write_holder(fd: int, pid: str) -> None:
+    # The pid only names the holder in the other process's message; the flock is the lock, and
+    # it holds on a disk too full to write the pid.
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, pid.encode("ascii"), 0)
+    except OSError:
+        pass
 
 
 __all__ = ["exclusive"]

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ollamads.errors import OllamadsError
+from ollamads.fileio import write_small_file
 
 HOME_ENV = "OLLAMADS_HOME"
 
@@ -68,10 +69,7 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def write_record(path: Path, value: dict[str, Any]) -> None:
     """Write a JSON state file atomically, so a crash never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_small_file(path, json.dumps(value, sort_keys=True).encode("utf-8"))
 
 
 __all__ = [

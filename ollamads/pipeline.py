@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from ollamads.catalog import CatalogEntry, load_catalog
 from ollamads.errors import HubError
+from ollamads.fileio import write_small_file
 from ollamads.gguf.shards import parse_shard_name
 from ollamads.hub import PullPlan, PullResult, RemoteFile, paths_info, plan_pull, pull, repo_commit, tree
 from ollamads.locking import exclusive
@@ -174,9 +175,15 @@ def create(
 ) -> CreateResult:
     """Download, verify, and register ``spec`` by the cheapest route the server allows."""
     plan = plan_create(spec, name=name, host=host, delete_shards=not keep_shards)
+    server, entry = plan.server, plan.entry
+    # Made first: parameters no Modelfile can hold are refused before anything is fetched.
+    definition = ModelDefinition.for_family(
+        plan.name, entry.prompt_family, list(plan.pull.paths), server=server, mode=template_mode,
+        parameters={**entry.parameters, **(parameters or {})},
+        title=f"{entry.model.title} {entry.quant.hub_name} ({entry.repo})",
+    )
     check_space(plan.needs, plan.entry.spec,
                 "free some space or point OLLAMADS_HOME / OLLAMA_MODELS at a bigger disk")
-    server, entry = plan.server, plan.entry
     lock = ollamads_home() / "locks" / (hashlib.sha256(f"{server.host}\0{plan.name}".encode()).hexdigest()[:16])
     with exclusive(lock, f"creating {plan.name} on {server.host}"):
         api = OllamaAPI(server.host)
@@ -196,16 +203,11 @@ def create(
         report(f"{len(result.paths)} file(s) present and verified "
                f"({result.bytes_downloaded:,} bytes downloaded)")
         files = result.paths
-        definition = ModelDefinition.for_family(
-            plan.name, entry.prompt_family, list(files), server=server, mode=template_mode,
-            parameters={**entry.parameters, **(parameters or {})},
-            title=f"{entry.model.title} {entry.quant.hub_name} ({entry.repo})",
-        )
         registration = plan_registration(server, files, merged_path=plan.merged_path, store_check=plan.store)
         outcome = register_files(registration, definition, known_digests=result.digests,
                                  progress=progress, report=report)
         modelfile = files[0].parent / f"Modelfile.{server.line}"
-        modelfile.write_text(definition.modelfile(f"Ollama {server.version}"), encoding="utf-8")
+        write_small_file(modelfile, definition.modelfile(f"Ollama {server.version}").encode("utf-8"))
         write_record(record_path, {
             "sources": sources, "parameters": dict(parameters or {}),
             "template_mode": template_mode, "modelfile": str(modelfile),

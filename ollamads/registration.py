@@ -197,7 +197,7 @@ def _write_into_store(
         report(f"the merged model blob {digest[:19]}… is already in the store")
         return digest, size, 0
     total = merged_size(shards, style)
-    with store.blob_writer() as writer:
+    with store.blob_writer(total, "the model blob") as writer:
         hexdigest = write_merged(
             shards, writer.fd, style=style, sha256=True,
             progress=bytes_callback(progress, "write", f"{shards.first.name} -> store"),
@@ -220,6 +220,8 @@ def register_files(
     server, shards = plan.server, plan.shards
     check_registrable_files(server, definition, shards)
     api = OllamaAPI(server.host)
+    # Hours may have passed since the plan (the downloads): the server may have been replaced.
+    api.require_same(server)
     known = dict(known_digests or {})
     placements: dict[str, Placement] = {}
     uploaded = written = 0
@@ -233,6 +235,7 @@ def register_files(
         )
         placements[shards.first.name] = Placement.WRITTEN if written else Placement.PRESENT
         facts = model_facts(shards)
+        api.require_same(server)
         created = plan.store.write_model(
             definition.name,
             Layer(MEDIA_MODEL, digest, size),
@@ -293,6 +296,7 @@ def register_files(
     for file, how in placements.items():
         report(f"{file}: {how.value}")
     request = definition.create_request(digests)
+    api.require_same(server)
     created = not _is_registered(api, server, definition.name, request)
     if created:
         api.create(request, on_status=lambda s: report(f"ollama: {s}"))

@@ -57,11 +57,19 @@ def merge_command(
             first_shard, out, method=method.value, binary=gguf_split, force=force,  # type: ignore[arg-type]
             progress=bytes_callback(progress, "merge", out.name),
         )
-    console.print(f"merged with {result.method}: {result.out} ({result.nbytes:,} bytes)")
+    changed = False
     if fix_template:
         from ollamads.gguf.retemplate import apply_fixed_template
 
-        changed = apply_fixed_template(result.out, "v3.1")
+        try:
+            changed = apply_fixed_template(result.out, "v3.1")
+        except BaseException:
+            # Without the fix the output is not what was asked for: leave nothing under its
+            # name, so that the same command works once the cause is gone.
+            result.out.unlink(missing_ok=True)
+            raise
+    console.print(f"merged with {result.method}: {result.out} ({result.nbytes:,} bytes)")
+    if fix_template:
         console.print("wrote the fixed V3.1 chat template" if changed else "the chat template was already the fixed one")
 
 

@@ -135,6 +135,13 @@ def serve(
     info = server.start()
     try:
         console.print(f"Ollama {info.version} is serving {settings.models_dir} at {settings.url}")
+        if settings.reachable_from_other_machines:
+            console.print(
+                f"[bold yellow]warning:[/] listening on {settings.bind}, not only on loopback: "
+                "Ollama has no authentication, so anyone who can reach this machine can run, "
+                "pull, replace and delete its models (leave out --host to listen on 127.0.0.1)",
+                soft_wrap=True,
+            )
         console.print("  " + " ".join(f"{k}={v}" for k, v in settings.environment.items()))
         console.print(f"  log: {server.log_path}")
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")

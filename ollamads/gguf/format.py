@@ -25,6 +25,14 @@ GGUF_VERSION = 3
 GGUF_READABLE_VERSIONS = (2, 3)
 GGUF_DEFAULT_ALIGNMENT = 32
 GGML_MAX_DIMS = 4
+#: ggml's GGML_MAX_NAME: a tensor name must be shorter (the terminating NUL takes the last byte).
+GGML_MAX_NAME = 64
+INT64_MAX = 2**63 - 1
+# The fewest bytes each record can take: a count larger than what is left of the file divided
+# by these is refused before anything is read or allocated for it.
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, type, a one-byte value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+_MIN_STRING_BYTES = 8  # its length
 # Git-LFS pointer files ("version https://git-lfs.github.com/spec/v1 ...") start like this.
 LFS_POINTER_MAGIC = b"vers"
 
@@ -281,26 +289,42 @@ class _Truncated(Exception):
     pass
 
 
+class _Corrupt(Exception):
+    """A header that claims what no GGUF can hold; the message says what."""
+
+
 class _HeaderReader:
-    """Reads the header through a growing buffer: millions of small struct reads stay fast."""
+    """Reads the header through a growing buffer: millions of small struct reads stay fast.
+
+    ``available`` bytes can be read (all of a file, or the prefix fetched of it); counts are
+    judged against ``file_size``, what the whole file holds."""
 
     _CHUNK = 1 << 20
 
-    def __init__(self, f: BinaryIO, file_size: int) -> None:
+    def __init__(self, f: BinaryIO, available: int, file_size: int | None = None) -> None:
         self.f = f
-        self.file_size = file_size
+        self.available = available
+        self.file_size = available if file_size is None else file_size
         self.buf = bytearray()
         self.pos = 0
 
     def _need(self, n: int) -> None:
         end = self.pos + n
-        if end > self.file_size:
+        if end > self.available:
             raise _Truncated
         if end > len(self.buf):
-            more = self.f.read(max(end - len(self.buf), self._CHUNK))
+            # Never ask for more than there is: a read buffer is allocated at its size.
+            want = min(max(end - len(self.buf), self._CHUNK), self.available - len(self.buf))
+            more = self.f.read(want)
             self.buf += more
             if end > len(self.buf):
                 raise _Truncated
+
+    def count(self, n: int, min_bytes: int, what: str) -> int:
+        """``n`` records of at least ``min_bytes`` each must fit in what is left of the file."""
+        if n * min_bytes > self.file_size - self.pos:
+            raise _Corrupt(f"it claims {n} {what}, more than its {self.file_size} bytes can hold")
+        return n
 
     def unpack(self, fmt: str) -> tuple:
         size = struct.calcsize(fmt)
@@ -322,14 +346,17 @@ class _HeaderReader:
         if vtype == GGUFValueType.ARRAY:
             elem_type, count = self.unpack("<IQ")
             elem = _value_type(elem_type)
+            if elem == GGUFValueType.ARRAY:  # llama.cpp refuses them too
+                raise _Corrupt("it has an array of arrays (nested arrays are not GGUF)")
             if elem in _SCALAR_FORMATS:
                 fmt = _SCALAR_FORMATS[elem]
-                self._need(count * struct.calcsize(fmt))  # reject absurd counts before unpacking
+                self.count(count, struct.calcsize(fmt), "array items")
                 items = list(self.unpack(f"<{count}{fmt}"))
                 if elem == GGUFValueType.BOOL:
                     items = [bool(v) for v in items]
             else:
-                items = [self.value(elem) for _ in range(count)]
+                self.count(count, _MIN_STRING_BYTES, "strings in an array")
+                items = [self.string() for _ in range(count)]
             return (elem, items)
         fmt = _SCALAR_FORMATS[_value_type(vtype)]
         (val,) = self.unpack("<" + fmt)
@@ -394,7 +421,7 @@ def read_gguf_prefix(
 
 
 def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFile:
-    r = _HeaderReader(f, available)
+    r = _HeaderReader(f, available, file_size)
 
     def short() -> GGUFFormatError:
         if available < file_size:
@@ -429,8 +456,11 @@ def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFi
         raise GGUFFormatError(
             f"{path} has a key/value of unknown type {e.vtype}", "the file is corrupt"
         ) from None
+    except _Corrupt as e:
+        raise GGUFFormatError(f"{path}: {e}", "the file is corrupt; download it again") from None
     alignment = _alignment(path, kv)
     data_offset = align_up(r.pos, alignment) if tensors else r.pos
+    expected = 0
     for t in tensors:
         # llama.cpp refuses such files; so does llama-gguf-split's own merge output when
         # general.alignment is not 32.
@@ -439,6 +469,14 @@ def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFi
                 f"{path}: tensor {t.name!r} at offset {t.offset} is not aligned to {alignment}",
                 "the file was written by a broken tool; get or make it again",
             )
+        # As llama.cpp checks: each tensor's data right after the previous one's. Anything else
+        # (overlaps, gaps) would be merged into a valid-looking file with the wrong weights.
+        if t.offset != expected:
+            raise GGUFFormatError(
+                f"{path}: tensor {t.name!r} has offset {t.offset}, expected {expected}",
+                "the file is corrupt; download it again",
+            )
+        expected += align_up(t.nbytes, alignment)
     gf = GGUFFile(path, version, kv, tensors, data_offset, alignment, file_size)
     if tensors and file_size < data_offset + gf.data_size:
         raise _redownload(
@@ -449,16 +487,28 @@ def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFi
 
 def _read_metadata(r: _HeaderReader, path: Path) -> tuple[KVMap, tuple[TensorInfo, ...]]:
     n_tensors, n_kv = r.unpack("<QQ")
+    r.count(n_kv, _MIN_KV_BYTES, "key/values")
     kv: KVMap = {}
     for _ in range(n_kv):
         key = r.string()
         (vtype,) = r.unpack("<I")
+        if not key:
+            raise GGUFFormatError(f"{path} has a key/value with an empty key", "the file is corrupt")
         if key in kv:
             raise GGUFFormatError(f"{path} has the key {key!r} twice", "the file is corrupt")
         kv[key] = (_value_type(vtype), r.value(vtype))
+    r.count(n_tensors, _MIN_TENSOR_INFO_BYTES, "tensors")
     tensors = []
+    names: set[str] = set()
     for _ in range(n_tensors):
         name = r.string()
+        if len(name.encode("utf-8", "surrogateescape")) >= GGML_MAX_NAME or name in names:
+            raise GGUFFormatError(
+                f"{path}: tensor name {name[:GGML_MAX_NAME]!r} is "
+                + ("used twice" if name in names else f"{GGML_MAX_NAME} bytes or longer"),
+                "the file is corrupt",
+            )
+        names.add(name)
         (n_dims,) = r.unpack("<I")
         if n_dims > GGML_MAX_DIMS:
             raise GGUFFormatError(
@@ -466,6 +516,10 @@ def _read_metadata(r: _HeaderReader, path: Path) -> tuple[KVMap, tuple[TensorInf
                 "the file is corrupt",
             )
         shape = r.unpack(f"<{n_dims}q")
+        if any(d < 0 for d in shape) or math.prod(shape) > INT64_MAX:
+            raise GGUFFormatError(
+                f"{path}: tensor {name!r} has an impossible shape {list(shape)}", "the file is corrupt"
+            )
         ggml_type, offset = r.unpack("<iQ")
         try:
             tensor_nbytes(ggml_type, shape)

@@ -14,12 +14,14 @@ the output and rename it at the end, and delete the partial file on any failure.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,7 +48,9 @@ from ollamads.gguf.format import (
     pack_header,
 )
 from ollamads.gguf.shards import ShardSet, open_shard_set
-from ollamads.units import DiskNeed, check_space, disk_free
+from ollamads.locking import exclusive
+from ollamads.paths import ollamads_home
+from ollamads.units import DiskNeed, check_space, disk_free, disk_full_error, is_disk_full
 
 ByteProgress = Callable[[int, int], None]
 MergeMethod = Literal["auto", "builtin", "llama-gguf-split"]
@@ -177,6 +181,15 @@ def _check_output(shards: ShardSet, out: Path, force: bool) -> None:
         raise OutputExistsError(f"{out} already exists", "pass --force to overwrite it")
 
 
+@contextlib.contextmanager
+def _only_merge_into(out: Path) -> Iterator[None]:
+    """Two merges into one output would each write it whole and race to rename it: a second
+    one is refused while the first runs (and then finds the output, as it would afterwards)."""
+    key = hashlib.sha256(str(out.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    with exclusive(ollamads_home() / "locks" / f"merge-{key}", f"merging into {out}"):
+        yield
+
+
 def _check_space(directory: Path, needed: int) -> None:
     check_space([DiskNeed("merged file", directory, needed)], "the merge",
                 "free up space or write the merged file to another disk")
@@ -245,14 +258,25 @@ def merge_builtin(
     """Merge with the built-in streaming merger; byte-identical to llama-gguf-split."""
     out = Path(out)
     _require_split(shards)
+    with _only_merge_into(out):
+        return _merge_builtin_locked(shards, out, force, progress)
+
+
+def _merge_builtin_locked(shards: ShardSet, out: Path, force: bool, progress: ByteProgress | None) -> Path:
     _check_output(shards, out, force)
-    _check_space(out.parent, merged_size(shards))
-    with atomic_output(out) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            write_merged(shards, fd, progress=progress)
-        finally:
-            os.close(fd)
+    size = merged_size(shards)
+    _check_space(out.parent, size)
+    try:
+        with atomic_output(out) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                write_merged(shards, fd, progress=progress)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        if is_disk_full(exc):  # another writer took the space the check saw; nothing is kept
+            raise disk_full_error(out.parent, size, out.name) from None
+        raise
     return out
 
 
@@ -273,6 +297,13 @@ def merge_with_llama_gguf_split(
     """Merge by running ``llama-gguf-split --merge``; progress from the growing output size."""
     out = Path(out)
     _require_split(shards)
+    with _only_merge_into(out):
+        return _merge_with_tool_locked(shards, out, binary, force, progress)
+
+
+def _merge_with_tool_locked(
+    shards: ShardSet, out: Path, binary: str, force: bool, progress: ByteProgress | None
+) -> Path:
     _check_output(shards, out, force)
     layout = _layout(shards)
     _check_space(out.parent, layout.total_bytes)

@@ -32,7 +32,7 @@ from ollamads.gguf.format import (
     pack_header,
     read_gguf,
 )
-from ollamads.units import DiskNeed, check_space
+from ollamads.units import DiskNeed, check_space, disk_full_error, is_disk_full
 
 Progress = Callable[[int, int], None]
 
@@ -105,20 +105,25 @@ def rewrite_chat_template(
 
     if progress:
         progress(0, data_bytes)
-    with atomic_output(out) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            write_all(fd, header)
-            source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with atomic_output(out) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                # Everything after the old header as it is: tensors, their padding, any tail.
-                Copier(fd, report).copy(source, gf.data_offset, data_bytes, lambda: OllamadsError(
-                    "the source GGUF shrank while it was being copied", "run it again"))
+                write_all(fd, header)
+                source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    # Everything after the old header as it is: tensors, their padding, any tail.
+                    Copier(fd, report).copy(source, gf.data_offset, data_bytes, lambda: OllamadsError(
+                        "the source GGUF shrank while it was being copied", "run it again"))
+                finally:
+                    os.close(source)
+                os.fsync(fd)  # the rename must not publish a file whose data is still cached
             finally:
-                os.close(source)
-            os.fsync(fd)  # the rename must not publish a file whose data is still cached
-        finally:
-            os.close(fd)
+                os.close(fd)
+    except OSError as exc:
+        if is_disk_full(exc):  # the copy is gone; ``src`` is as it was
+            raise disk_full_error(out.parent, len(header) + data_bytes, out.name) from None
+        raise
     return out
 
 

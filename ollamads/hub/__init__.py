@@ -37,7 +37,7 @@ from ollamads.hub.transfer import (
 from ollamads.locking import exclusive
 from ollamads.paths import local_path, repo_dir
 from ollamads.progress import Progress, ProgressEvent
-from ollamads.units import DiskNeed, check_space, disk_free
+from ollamads.units import DiskNeed, check_space, disk_free, disk_full_error, is_disk_full
 
 FileState = Literal["verified", "partial", "missing", "mismatch"]
 
@@ -193,7 +193,12 @@ def pull(
                 plan.repo, plan.revision, [(f.remote, f.local) for f in todo],
                 connections=connections, progress=progress, hash_mode=hash_mode,
             )
-            fetched = downloader.run()
+            try:
+                fetched = downloader.run()
+            except OSError as exc:  # a state file or record on a disk that just filled up
+                if not is_disk_full(exc):
+                    raise
+                raise disk_full_error(plan.directory, downloader.still_needed(), plan.label) from None
     return PullResult(plan, plan.paths, fetched, tuple(f.path for f in todo))
 
 

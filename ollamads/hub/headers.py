@@ -23,7 +23,6 @@ from ollamads.hub.ranges import (
     RetryLater,
     body_chunks,
     host_of,
-    network_failure,
     ranged_get,
     require_listed_upload,
     require_range,
@@ -99,11 +98,8 @@ def _append(
     session: requests.Session, url: str, hub_host: str, repo: str, remote: RemoteFile,
     out: BinaryIO, have: int, want: int,
 ) -> int:
-    try:
-        response = ranged_get(session, url, hub_host, have, want, what=remote.path,
-                              on_hub=lambda r: require_listed_upload(remote, r))
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise network_failure(exc, url) from None
+    response = ranged_get(session, url, hub_host, have, want, what=remote.path,
+                          check=lambda r: require_listed_upload(remote, r))
     with response:
         require_range(
             response, remote, have, want, repo=repo, hub_host=hub_host,

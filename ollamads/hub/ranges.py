@@ -86,11 +86,13 @@ def ranged_get(
     end: int,
     *,
     what: str,
-    on_hub: Callable[[requests.Response], None] | None = None,
+    check: Callable[[requests.Response], None] | None = None,
 ) -> requests.Response:
     """GET ``bytes=pos-(end-1)`` of ``url`` (streamed), following redirects by hand so the token
-    only goes to the Hub's own host. ``on_hub`` sees every answer from the Hub's host (for its
-    headers). Returns the last answer whatever its status; network errors propagate."""
+    only goes to the Hub's own host. ``check`` sees every answer, the Hub's redirect and the
+    CDN's bytes alike (the real CDNs send no ``X-Linked-Etag``; where one does, a changed file
+    is refused at once, else the sha256 at the end refuses it). Returns the last answer whatever
+    its status; a network failure is a :class:`RetryLater` naming the host that failed."""
     for _ in range(MAX_REDIRECTS + 1):
         on_hub_host = host_of(url) == hub_host
         headers = {
@@ -98,12 +100,15 @@ def ranged_get(
             "Range": f"bytes={pos}-{end - 1}",
             "Accept-Encoding": "identity",
         }
-        response = session.get(
-            url, headers=headers, stream=True, allow_redirects=False,
-            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-        )
-        if on_hub_host and on_hub is not None:
-            on_hub(response)
+        try:
+            response = session.get(
+                url, headers=headers, stream=True, allow_redirects=False,
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise network_failure(exc, url) from None
+        if check is not None:
+            check(response)
         if response.status_code in _REDIRECTS and "Location" in response.headers:
             url = urljoin(url, response.headers["Location"])
             response.close()
@@ -143,7 +148,9 @@ def require_range(
     if status == 403 and host_of(response.url) != hub_host:
         raise RetryLater("the CDN refused a signed URL (403)", wait=0.0)
     if status == 429 or status >= 500:
-        raise RetryLater(f"the Hub answered {status}", retry_after(response.headers.get("Retry-After")))
+        answered = host_of(response.url)
+        who = "the Hub" if answered == hub_host else f"the Hub's CDN ({answered})"
+        raise RetryLater(f"{who} answered {status}", retry_after(response.headers.get("Retry-After")))
     raise status_error(status, response.headers.get("X-Error-Code"), repo, file.path)
 
 

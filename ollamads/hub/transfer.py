@@ -33,14 +33,13 @@ from typing import Literal
 import requests
 
 from ollamads.errors import ChecksumError, HubError, OllamadsError
-from ollamads.fileio import preallocate, pwrite_all
+from ollamads.fileio import allocated_bytes, preallocate, pwrite_all
 from ollamads.hub.api import hub_endpoint
 from ollamads.hub.listing import RemoteFile
 from ollamads.hub.ranges import (
     RetryLater,
     body_chunks,
     host_of,
-    network_failure,
     ranged_get,
     require_listed_upload,
     require_range,
@@ -111,6 +110,7 @@ class _Target:
     hashed: int = 0
     hasher: object = None
     fetched: int = 0
+    finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -206,7 +206,7 @@ class Downloader:
                 preallocate(target.fd, target.file.size)
             except OSError as exc:
                 if is_disk_full(exc):
-                    raise disk_full_error(part.parent, target.file.size, target.file.path) from None
+                    raise disk_full_error(part.parent, self.still_needed(), target.file.path) from None
                 raise
             target.state.start(chunk_size_for(target.file.size, self.connections))
             self._report(target, "queued", force=True)
@@ -217,6 +217,13 @@ class Downloader:
     def _length(target: _Target, index: int) -> int:
         start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
         return end - start
+
+    def still_needed(self) -> int:
+        """Disk the unfinished files still need: their sizes less what their parts hold (all of
+        a preallocated part, the ranges written of a sparse one)."""
+        return sum(
+            max(0, t.file.size - allocated_bytes(t.part)) for t in self.targets if not t.finished
+        )
 
     def _fail(self, exc: BaseException) -> None:
         with self._wake:
@@ -266,21 +273,18 @@ class Downloader:
         if target.url is not None:
             try:
                 response = ranged_get(session, target.url, self.hub_host, pos, end,
-                                      what=target.file.path, on_hub=check)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                failed, target.url = target.url, None  # the CDN may have failed: ask the Hub
-                raise network_failure(exc, failed) from None
+                                      what=target.file.path, check=check)
+            except RetryLater:
+                target.url = None  # the CDN may have failed: ask the Hub next time
+                raise
             if response.status_code == 206:
                 return response
             # An expired signed URL (403) or a failing CDN node: ask the Hub for a fresh
             # redirect now; only a fresh URL that fails counts against the retries.
             target.url = None
             response.close()
-        try:
-            return ranged_get(session, target.start_url, self.hub_host, pos, end,
-                              what=target.file.path, on_hub=check)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise network_failure(exc, target.start_url) from None
+        return ranged_get(session, target.start_url, self.hub_host, pos, end,
+                          what=target.file.path, check=check)
 
     def _get(self, session: requests.Session, target: _Target, index: int, pos: int, end: int) -> None:
         with self._open_response(session, target, pos, end) as response:
@@ -295,7 +299,7 @@ class Downloader:
                 except OSError as exc:
                     if is_disk_full(exc):
                         raise disk_full_error(
-                            target.part.parent, target.file.size - target.state.have, target.file.path
+                            target.part.parent, self.still_needed(), target.file.path
                         ) from None
                     raise
                 pos += len(data)
@@ -370,6 +374,7 @@ class Downloader:
         os.close(target.fd)
         target.fd = -1
         os.replace(target.part, target.local)
+        target.finished = True
         target.state.discard()
         remember_verified(self.repo, target.file, target.local)
         self._report(target, "done", force=True)

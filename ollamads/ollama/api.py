@@ -15,12 +15,15 @@ from typing import Any
 
 import requests
 
-from ollamads.errors import ServerError
+from ollamads.errors import InsufficientSpaceError, ServerError
 from ollamads.ollama.versions import CONTROL_TIMEOUT_S, ServerInfo, normalize_host, parse_version
+from ollamads.units import format_bytes
 
 #: ``_debug_render_only`` in ``/api/chat``: the server returns the prompt instead of generating.
 DEBUG_RENDER_VERSION = (0, 11, 5)
 UPLOAD_CHUNK = 8 << 20
+#: How Go (so every Ollama) spells ENOSPC in the errors it returns.
+SERVER_DISK_FULL = "no space left on device"
 ByteProgress = Callable[[int, int], None]
 
 
@@ -50,10 +53,14 @@ class _FileBody:
 
 
 def error_text(response: requests.Response) -> str:
+    """Ollama's ``{"error": ...}``; anything else (another program's page) as its status line."""
     try:
-        return str(response.json().get("error", response.text))
+        value = response.json()
     except ValueError:
-        return response.text.strip() or response.reason
+        value = None
+    if isinstance(value, dict) and "error" in value:
+        return " ".join(str(value["error"]).split())
+    return f"HTTP {response.status_code} {response.reason}, not an Ollama answer"
 
 
 def _lost(url: str, exc: BaseException) -> ServerError:
@@ -75,15 +82,36 @@ class OllamaAPI:
         """Ask the server its version; raise a :class:`ServerError` saying how to start one."""
         try:
             response = requests.get(f"{self.url}/api/version", timeout=timeout)
-            response.raise_for_status()
-            version = response.json()["version"]
-        except (requests.RequestException, ValueError, KeyError) as exc:
+        except requests.RequestException as exc:
             raise ServerError(
                 f"no Ollama server answers at {self.url} ({type(exc).__name__})",
                 "start one with `ollamads serve` or `ollama serve`, or set OLLAMA_HOST",
             ) from exc
+        try:
+            response.raise_for_status()
+            version = response.json()["version"]
+            if not isinstance(version, str):
+                raise TypeError(version)
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            raise ServerError(
+                f"something other than Ollama answers at {self.url} "
+                f"(HTTP {response.status_code} to /api/version)",
+                "another program holds that port: start Ollama there, or point --host / "
+                "OLLAMA_HOST at the Ollama server",
+            ) from exc
         parse_version(version)
         return ServerInfo(host=self.url, version=version)
+
+    def require_same(self, server: ServerInfo) -> None:
+        """Raise unless the server answering now is the one a plan was made for: a server
+        upgraded or replaced on the same port mid-run gets nothing meant for the other."""
+        now = self.info()
+        if now.version != server.version:
+            raise ServerError(
+                f"the Ollama server at {self.url} changed from {server.version} to {now.version} "
+                "during the run; nothing was registered",
+                "re-run: ollamads plans again for the server that answers now",
+            )
 
     # --- blobs -------------------------------------------------------------------------------
 
@@ -107,8 +135,16 @@ class OllamaAPI:
         except requests.RequestException as exc:
             raise _lost(self.url, exc) from exc
         if response.status_code not in (200, 201):
+            text = error_text(response)
+            if SERVER_DISK_FULL in text:
+                raise InsufficientSpaceError(
+                    f"the Ollama server at {self.url} ran out of disk storing {path.name} "
+                    f"({format_bytes(body.size)} needed): {text}",
+                    "free space where that server keeps its models (its OLLAMA_MODELS), then "
+                    "re-run: what it already has is not sent again",
+                )
             raise ServerError(
-                f"Ollama refused {path.name}: {error_text(response)}",
+                f"Ollama refused {path.name}: {text}",
                 "the file changed while uploading? re-run the command",
             )
         return body.size
@@ -134,6 +170,13 @@ class OllamaAPI:
                         continue
                     event = json.loads(line)
                     if "error" in event:
+                        if SERVER_DISK_FULL in str(event["error"]):
+                            raise InsufficientSpaceError(
+                                f"the Ollama server at {self.url} ran out of disk creating {name}: "
+                                f"{event['error']}",
+                                "free space where that server keeps its models (its OLLAMA_MODELS), "
+                                "then re-run: nothing was registered",
+                            )
                         raise ServerError(f"Ollama could not create {name}: {event['error']}", failed)
                     status = event.get("status", "")
                     if status and (not statuses or statuses[-1] != status):

@@ -7,7 +7,7 @@ parses Go template syntax.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -72,14 +72,63 @@ def choose_template_mode(
     return "template"
 
 
-def format_parameter(value: object) -> str:
+# How Ollama's Modelfile parser reads an argument (parser/parser.go, the same in v0.24 and
+# v0.32): it ends at the first line break where what was read so far is whole: a bare word, a
+# closed "..." or a closed """...""". There are no escapes, and characters that are not
+# printable are dropped. So a value is written bare, in "...", or in """...""", whichever holds
+# it exactly; one that none can hold is refused, never written so that it adds a directive.
+_BLOCK = '"""'
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _check_printable(text: str, what: str) -> None:
+    bad = next((c for c in text if not (c.isprintable() or c in "\t\n\r")), None)
+    if bad is not None:
+        raise OllamadsError(
+            f"{what} contains the control character {bad!r}, which a Modelfile cannot hold",
+            "remove it",
+        )
+
+
+def quote_block(text: str, what: str) -> str:
+    """``text`` (a TEMPLATE, a SYSTEM prompt) as a triple-quoted Modelfile argument."""
+    _check_printable(text, what)
+    if _BLOCK in text:
+        raise OllamadsError(
+            f'{what} contains """, which would end it early in a Modelfile: {text[:60]!r}',
+            'remove or change the """',
+        )
+    return _BLOCK + text + _BLOCK
+
+
+def modelfile_argument(text: str, what: str, *, quoted: bool = False) -> str:
+    """``text`` as a one-line Modelfile argument Ollama reads back exactly: bare when it can be
+    (or in "..." when ``quoted``), else in \"\"\"...\"\"\"."""
+    _check_printable(text, what)
+    if '"' in text or "\n" in text or "\r" in text:
+        return quote_block(text, what)
+    if quoted or not text or text != text.strip():
+        return f'"{text}"'
+    return text
+
+
+def format_parameter(value: object, name: str = "value") -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False) if (" " in value or "<" in value) else value
+        return modelfile_argument(value, f"PARAMETER {name}", quoted=" " in value or "<" in value)
     return str(value)
+
+
+def check_parameter_name(name: str) -> str:
+    """A PARAMETER name as Ollama's parser reads one: letters, digits and underscores."""
+    if not _PARAMETER_NAME.fullmatch(name):
+        raise OllamadsError(
+            f"bad parameter name {name!r}", "use a name like num_ctx (letters, digits, underscores)"
+        )
+    return name
 
 
 def parameter_lines(parameters: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -89,7 +138,7 @@ def parameter_lines(parameters: Mapping[str, object]) -> list[tuple[str, str]]:
     for key in sorted(parameters, key=lambda k: (order.get(k, len(order)), k)):
         value = parameters[key]
         items = value if isinstance(value, (list, tuple)) else [value]
-        lines.extend((key, format_parameter(item)) for item in items)
+        lines.extend((check_parameter_name(key), format_parameter(item, key)) for item in items)
     return lines
 
 
@@ -103,6 +152,8 @@ def parse_parameters(items: Sequence[str]) -> dict[str, object]:
             raise OllamadsError(
                 f"bad parameter {item!r}", "write it as NAME=VALUE, e.g. --parameter num_ctx=32768"
             )
+        check_parameter_name(key)
+        format_parameter(raw, key)  # refused now if no Modelfile can hold it
         value: object = raw
         for convert in (int, float):
             try:
@@ -130,6 +181,20 @@ class ModelDefinition:
     parameters: Mapping[str, object] = field(default_factory=dict)
     system: str | None = None
     title: str = ""
+
+    def __post_init__(self) -> None:
+        # Refused when the definition is made, before anything is downloaded or registered:
+        # text that no Modelfile can hold exactly, or that would add a directive to it.
+        self._arguments()
+
+    def _arguments(self) -> dict[str, object]:
+        """Every argument of the Modelfile, quoted as Ollama's parser reads it back."""
+        return {
+            "files": [modelfile_argument(f.name, "a file name") for f in self.files],
+            "template": None if self.template is None else quote_block(self.template, "the TEMPLATE"),
+            "system": quote_block(self.system, "the SYSTEM prompt") if self.system else None,
+            "parameters": parameter_lines(self.parameters),
+        }
 
     @classmethod
     def for_family(
@@ -170,15 +235,13 @@ class ModelDefinition:
     def modelfile(self, server_line: str = "Ollama") -> str:
         """The Modelfile text; FROM lines name the files relative to the Modelfile's folder."""
         return _environment().get_template(MODELFILE_TEMPLATE).render(
-            title=self.title,
+            # A comment ends at the line's end: the title stays on its line.
+            title=" ".join(self.title.split()),
             ollamads_version=__version__,
-            server_line=server_line,
-            files=[f.name for f in self.files],
+            server_line=" ".join(server_line.split()),
             renderer=self.renderer,
             parser=self.parser,
-            template=self.template,
-            system=self.system,
-            parameters=parameter_lines(self.parameters),
+            **self._arguments(),
         )
 
     def with_files(self, files: Sequence[Path]) -> ModelDefinition:

@@ -49,11 +49,34 @@ class ServeSettings:
 
     @property
     def url(self) -> str:
-        host = self.bind if "://" in self.bind else f"http://{self.bind}"
-        return host.replace("0.0.0.0", "127.0.0.1")
+        """Where a client on this machine reaches the server (``:8080`` and ``0.0.0.0`` too)."""
+        return normalize_host(self.bind)
+
+    @property
+    def reachable_from_other_machines(self) -> bool:
+        """Whether the server listens beyond this machine's loopback: Ollama has no
+        authentication, so anyone who reaches it can run, pull, copy and delete models."""
+        return not binds_loopback_only(self.bind)
 
     def open_webui_hint(self) -> str:
         return f"OLLAMA_BASE_URL={self.url} open-webui serve"
+
+
+def binds_loopback_only(bind: str) -> bool:
+    """Whether ``ollama serve`` with ``OLLAMA_HOST=bind`` listens on loopback only. As Ollama
+    reads it: no host (``:8080``) or ``0.0.0.0`` / ``[::]`` is every interface, and a host name
+    other than localhost is wherever it resolves."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    hostport = bind.strip().split("://", 1)[-1].split("/", 1)[0]
+    host = urlsplit(f"//{hostport}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_settings(

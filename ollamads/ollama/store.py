@@ -42,6 +42,7 @@ from ollamads.ollama.gojson import go_json
 from ollamads.ollama.versions import ServerInfo
 from ollamads.paths import ollamads_home, read_record, write_record
 from ollamads.pins import pin
+from ollamads.units import disk_full_error, is_disk_full
 
 DEFAULT_REGISTRY = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -230,19 +231,23 @@ class LocalStore:
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
-        with self.blob_writer() as writer:
+        with self.blob_writer(size, path.name) as writer:
             how = _clone_or_copy(path, writer.fd, size)
             os.fsync(writer.fd)
             writer.commit(digest)
         return how
 
     @contextlib.contextmanager
-    def blob_writer(self) -> Iterator[BlobWriter]:
-        """``with store.blob_writer() as w: write to w.fd; w.commit(digest)``; a failure
-        leaves no temp file behind."""
+    def blob_writer(self, size: int, what: str) -> Iterator[BlobWriter]:
+        """``with store.blob_writer(size, what) as w: write to w.fd; w.commit(digest)``; a
+        failure leaves no temp file behind, and a full disk is one line naming ``what``."""
         writer = BlobWriter(self)
         try:
             yield writer
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.blobs, size, what) from None
+            raise
         finally:
             writer.close()
 
@@ -251,7 +256,7 @@ class LocalStore:
 
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if not self.has_blob(digest, len(data)):
-            with self.blob_writer() as writer:
+            with self.blob_writer(len(data), "a small blob") as writer:
                 write_all(writer.fd, data)
                 writer.commit(digest)
         return Layer("", digest, len(data))
@@ -321,6 +326,10 @@ class LocalStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             write_all(fd, manifest)
             os.replace(tmp, path)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.root, len(manifest), f"the manifest of {name}") from None
+            raise
         finally:
             os.close(fd)
             tmp.unlink(missing_ok=True)

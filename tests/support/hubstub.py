@@ -14,7 +14,9 @@ released (:meth:`stall_after`), Range ignored (``ignore_range``), a wrong ``Cont
 (``wrong_range``), answers such as 429 or 503 for the next GETs (:meth:`fail_next`), a byte rate
 per connection (``rate``, like the Hub's CDN), a file whose bytes change under the same commit
 (:meth:`replace_in_place`), and LFS downloads redirected to another origin like the real Hub's
-CDN (``redirect=True``), whose signed URLs can expire (:meth:`expire_cdn_urls`). Old commits stay
+CDN (``redirect=True``), whose signed URLs can expire (:meth:`expire_cdn_urls`), which can be down
+(``cdn_origin``), leave out the Hub's ``X-Linked-Etag`` as real CDNs do (``cdn_etag``) or redirect
+to itself forever (``cdn_loop``). Old commits stay
 downloadable, as on the Hub. Every request is logged, every body byte counted per file, and the
 most body GETs in flight at once is kept (``max_in_flight``).
 
@@ -93,6 +95,13 @@ class HubStub:
         self.wrong_range = False
         #: Bytes per second per connection for file bodies (None: as fast as it goes).
         self.rate: float | None = None
+        #: Where redirects send LFS downloads (None: this stub's own CDN); a dead port is a
+        #: CDN that is down.
+        self.cdn_origin: str | None = None
+        #: Whether the CDN's answers carry the Hub's X-Linked-Etag (the real CDNs' do not).
+        self.cdn_etag = True
+        #: The CDN answers every GET with a redirect to itself.
+        self.cdn_loop = False
         self.commits = {repo: self._commit(files) for repo, files in self.repos.items()}
         #: Every commit's files, so a pull pinned to an older commit still gets its bytes.
         self.history = {repo: {self.commits[repo]: dict(files)} for repo, files in self.repos.items()}
@@ -181,6 +190,14 @@ class HubStub:
     ) -> None:
         """The next ``times`` body GETs (``where``: "resolve", "cdn" or "any") answer ``status``."""
         self._failures.setdefault(where, []).extend([(status, dict(headers or {}))] * times)
+
+    def clear_faults(self) -> None:
+        """Pending failures and hang-ups dropped, the CDN up and sane again."""
+        with self._lock:
+            self._failures.clear()
+            self._deaths.clear()
+        self.cdn_origin = None
+        self.cdn_loop = False
 
     def expire_cdn_urls(self) -> None:
         """Every CDN URL handed out so far now answers 403, like an expired signature."""
@@ -515,7 +532,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         headers = self._file_headers(repo, path, revision)
         if self.stub.redirect and self.stub.is_lfs(path):
             # Like the Hub's CDN: another origin (localhost vs 127.0.0.1), no token needed there.
-            cdn = f"http://localhost:{self.stub.port}/cdn/{self.stub.cdn_generation}"
+            origin = self.stub.cdn_origin or f"http://localhost:{self.stub.port}"
+            cdn = f"{origin}/cdn/{self.stub.cdn_generation}"
             headers["Location"] = f"{cdn}/{repo}/{headers['X-Repo-Commit']}/{quote(path)}"
             return self._send(302, b"", headers)
         if self.command == "GET" and self._injected_failure("resolve"):
@@ -530,7 +548,13 @@ class _HubHandler(BaseHTTPRequestHandler):
                               content_type="application/xml")
         if self.command == "GET" and self._injected_failure("cdn"):
             return None
-        self._body(repo, path, self._file_headers(repo, path, revision), revision)
+        if self.stub.cdn_loop:
+            return self._send(302, b"", {"Location": self.path}, content_type="text/plain")
+        headers = self._file_headers(repo, path, revision)
+        if not self.stub.cdn_etag:
+            for key in ("X-Linked-Etag", "X-Linked-Size", "ETag"):
+                headers.pop(key, None)
+        self._body(repo, path, headers, revision)
 
     def _injected_failure(self, where: str) -> bool:
         failure = self.stub.take_failure(where)
