@@ -37,6 +37,8 @@ EOS = "<｜end▁of▁sentence｜>"
 USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
 TEMPLATE_FILES = {"v3.1": "deepseek-v3.1.jinja", "r1": "deepseek-r1.jinja", "v3": "deepseek-v3.jinja"}
+#: MLA's per-head query/key size llama-cli reports (qk_nope + qk_rope).
+K_MLA = TinyModelSpec("v3.1").qk_nope_head_dim + TinyModelSpec("v3.1").qk_rope_head_dim
 CHAT = [
     {"role": "system", "content": "SYS"},
     {"role": "user", "content": "Q1"},
@@ -297,7 +299,7 @@ def test_llama_cli_loads_and_generates(tmp_path: Path, family: str) -> None:
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     for pattern in (r"arch\s+=\s+deepseek2", r"expert_gating_func\s+=\s+sigmoid",
-                    r"n_layer_dense_lead\s+=\s+1", r"n_embd_head_k_mla\s+=\s+48",
+                    r"n_layer_dense_lead\s+=\s+1", rf"n_embd_head_k_mla\s+=\s+{K_MLA}",
                     r"rope scaling\s+=\s+yarn", r"n_expert_groups\s+=\s+2"):
         assert re.search(pattern, log), pattern
     assert re.search(r"Generation:", result.stdout), result.stdout[-2000:]
