@@ -12,7 +12,7 @@ import requests
 
 from ollamads.demo import DEMO_MODEL, run_demo
 from ollamads.catalog.families import get_family
-from ollamads.ollama.modelfile import go_template
+from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_shards
 
@@ -79,10 +79,20 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
     assert f"PARAMETER temperature {params['temperature']}" in shown.stdout
     assert "PARAMETER num_ctx 1024" in shown.stdout and "PARAMETER num_predict 12" in shown.stdout
     assert "PARAMETER stop <｜end▁of▁sentence｜>" in shown.stdout
-    if mode == "renderer":
-        assert "RENDERER deepseek3.1" in shown.stdout and "PARSER deepseek3" in shown.stdout
-    else:
-        assert go_template(get_family(family).go_template) in shown.stdout
+    template = go_template(get_family(family).go_template, thinking=family != "v3.1")
+    assert template in shown.stdout and "\nRENDERER" not in shown.stdout
+    if family == "v3.1":
+        # The thinking name, on the same blobs: ollama run without --think reasons there.
+        thinker = thinking_name(name)
+        assert f"ollama run {thinker}" in result.stdout
+        think_run = ollama_cli(ollama_server, "run", "--verbose", thinker, "hi")
+        assert think_run.returncode == 0 and think_run.stdout.startswith("Thinking..."), think_run
+        shown = ollama_cli(ollama_server, "show", "--modelfile", thinker)
+        assert "PARAMETER num_ctx 1024" in shown.stdout
+        if mode == "renderer":
+            assert "RENDERER deepseek3.1" in shown.stdout and "PARSER deepseek3" in shown.stdout
+        else:
+            assert go_template(get_family(family).go_template) in shown.stdout
     # What we wrote for the user is what the server holds.
     assert "PARAMETER temperature" in modelfile.read_text(encoding="utf-8")
 
@@ -94,6 +104,7 @@ def test_demo_on_each_line(line: str, tmp_path: Path) -> None:
     assert result.server.line == line
     assert result.model == DEMO_MODEL
     on, off = result.turns
+    assert on.model == thinking_name(DEMO_MODEL) and off.model == DEMO_MODEL
     assert on.think and on.thinking and not on.content
     assert not off.think and off.content and not off.thinking
     assert len(result.files) == 3  # the shards; a merge, where needed, went into the store

@@ -72,7 +72,14 @@ def register_command(
         f"registered {result.name} ({result.route}: {result.bytes_written:,} bytes written into the "
         f"store, {result.bytes_uploaded:,} uploaded)", soft_wrap=True,
     )
-    typer.echo(f"ollama run {result.name}")
+    echo_run_lines(result.name, result.companions)
+
+
+def echo_run_lines(name: str, companions: tuple[str, ...]) -> None:
+    """The `ollama run` line of each registered name (V3.1: its thinking name too)."""
+    typer.echo(f"ollama run {name}")
+    for companion in companions:
+        typer.echo(f"ollama run {companion}    # thinks unless asked not to")
 
 
 def serve(
@@ -82,7 +89,11 @@ def serve(
     ] = None,
     ollama_binary: OllamaBinaryOpt = None,
 ) -> None:
-    """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
+    """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it.
+
+    SIGINT, SIGTERM and SIGHUP are passed on to `ollama serve`, and it is stopped whenever this
+    command ends, so it never runs on alone.
+    """
     from ollamads.cli._progress import stderr_console
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
@@ -94,6 +105,7 @@ def serve(
         host=settings.bind,
         env=settings.environment,
         log_path=settings.models_dir / "serve.log",
+        die_with_parent=True,
     )
     info = server.start()
     try:
@@ -102,10 +114,11 @@ def serve(
         console.print(f"  log: {server.log_path}")
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")
         typer.echo("ready", err=True)
-        assert server.process is not None
-        server.process.wait()
+        stopped_by = server.wait()
     finally:
         server.stop()
+    if stopped_by is not None:
+        raise typer.Exit(128 + stopped_by)
 
 
 def register(app: typer.Typer) -> None:
