@@ -352,8 +352,8 @@ class DeepSeekClient:
             if other is None or not other.can_think:
                 raise OllamadsError(
                     f"{model} answers without thinking, and the server has no {thinker} to think",
-                    f"register the model again with `ollamads register` or `ollamads create` "
-                    f"(they make both names), or drop --think",
+                    "register the model again with `ollamads register` or `ollamads create` "
+                    "(they make both names), or drop --think",
                 )
             model, info = thinker, other
         return model, plan_think(info, self.server, think)
