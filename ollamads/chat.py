@@ -375,15 +375,27 @@ class DeepSeekClient:
         **options: Any,
     ) -> Iterator[Event]:
         """Typed events as the answer is generated. Checks run now; the request on iteration."""
+        import pydantic
+
         model, plan = self.resolve(model, think)
-        chunks = self._ollama.chat(
-            model=model,
-            messages=messages,
-            tools=tools,
-            think=plan.think,
-            options=dict(options) or None,
-            stream=True,
-        )
+        try:
+            chunks = self._ollama.chat(
+                model=model,
+                messages=messages,
+                tools=tools,
+                think=plan.think,
+                options=dict(options) or None,
+                stream=True,
+            )
+        except pydantic.ValidationError as exc:
+            # The ollama package checks messages and tools against its types before sending.
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem.get("loc", ())) or exc.title
+            raise OllamadsError(
+                f"malformed {exc.title.lower()} for {model}: {where}: {problem.get('msg', 'invalid')}",
+                "a tool is {\"type\": \"function\", \"function\": {\"name\": ..., "
+                "\"description\": ..., \"parameters\": {JSON Schema}}}",
+            ) from None
         return self._translated(model, events_from_chunks(chunks, ThinkSplitter(plan.primed)))
 
     def chat(

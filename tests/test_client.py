@@ -414,6 +414,47 @@ def test_tools_reach_the_template(client: DeepSeekClient, recorder: Recorder) ->
     assert recorder.bodies("/api/chat")[0]["tools"][0]["function"]["name"] == "get_weather"
 
 
+MALFORMED_TOOLS = [
+    pytest.param("x", "cannot unmarshal string", id="not-a-list"),
+    pytest.param([{"type": "function", "function": {"name": 123}}], "cannot unmarshal number",
+                 id="numeric-name"),
+    pytest.param([{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": 5}}}}}], "cannot unmarshal number",
+        id="numeric-property-type"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("tools", "error"), MALFORMED_TOOLS)
+def test_malformed_tools_get_a_400_and_the_server_goes_on(
+    server: OllamaServe, tools: Any, error: str
+) -> None:
+    for model in TINY_MODELS:
+        url = f"{server.url}/api/chat"
+        bad = requests.post(url, json={"model": model, "messages": HI, "tools": tools, "stream": False},
+                            timeout=120)
+        assert bad.status_code == 400 and error in bad.json()["error"], bad.text
+        good = requests.post(url, json={"model": model, "messages": HI, "stream": False,
+                                        "options": {"num_predict": 1}}, timeout=120)
+        assert good.status_code == 200, good.text
+
+
+@pytest.mark.integration
+def test_a_tool_with_nothing_in_it_is_described_not_fatal(server: OllamaServe) -> None:
+    """Ollama accepts ``{"function": {}}``; every family's TEMPLATE renders it as an empty entry."""
+    for model in TINY_MODELS:
+        prompt = rendered(server, {"model": model, "messages": HI, "tools": [{"function": {}}]})
+        assert "\n### \nDescription: \n\nParameters: {\"type\":\"\",\"properties\":null}\n" in prompt
+
+
+@pytest.mark.integration
+def test_the_client_refuses_malformed_tools_in_one_line(client: DeepSeekClient, recorder: Recorder) -> None:
+    with pytest.raises(OllamadsError) as err:
+        client.chat("tiny-v31:client", HI, tools=[{"type": "function", "function": {"name": 123}}])
+    assert err.value.message.startswith("malformed tool for tiny-v31:client: function.name:")
+    assert recorder.bodies("/api/chat") == []
+
+
 # --- the real `ollama run` on the same model ---------------------------------------------------------
 
 
