@@ -86,6 +86,7 @@ def split_line_server(request: pytest.FixtureRequest) -> OllamaServe:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)  # for fixtures that keep evidence of a failure
     if report.failed:
         for serve in item.__dict__.get("_ollama_servers", []):
             version = serve.info.version if serve.info else "?"

@@ -15,6 +15,7 @@ from ollamads.cli import (
     hub_commands,
     ollama_commands,
     pipeline_commands,
+    webui_commands,
 )
 
 app = typer.Typer(
@@ -27,5 +28,6 @@ app = typer.Typer(
 
 for module in (
     pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, chat_commands,
+    webui_commands,
 ):
     module.register(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +30,8 @@ class RecordedRequest:
     status: int
     #: The answer's body for non-streamed answers (errors included), else "".
     answer: str = ""
+    #: From the request to the end of the answer.
+    seconds: float = 0.0
 
     @property
     def is_chat(self) -> bool:
@@ -83,6 +86,7 @@ class RecordingProxy:
                 pass
 
             def _forward(self) -> None:
+                started = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -103,7 +107,8 @@ class RecordingProxy:
                     self.send_header("Content-Length", response.getheader("Content-Length", "0"))
                     self.end_headers()
                     upstream.close()
-                    proxy._record(RecordedRequest(self.command, self.path, body, response.status))
+                    proxy._record(RecordedRequest(self.command, self.path, body, response.status,
+                                                  seconds=time.monotonic() - started))
                     return
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
@@ -117,7 +122,8 @@ class RecordingProxy:
                 self.wfile.write(b"0\r\n\r\n")
                 upstream.close()
                 answer = "" if streamed else b"".join(kept).decode("utf-8", "replace")
-                proxy._record(RecordedRequest(self.command, self.path, body, response.status, answer))
+                proxy._record(RecordedRequest(self.command, self.path, body, response.status, answer,
+                                              time.monotonic() - started))
 
             do_GET = do_POST = do_HEAD = do_DELETE = do_PUT = _forward  # noqa: N815
 
