@@ -647,3 +647,19 @@ def test_without_suffix_the_foreign_template_takes_over_on_v030(
         assert prompt == "<|user|>hi<|assistant|><think>\n"
     else:
         assert prompt == "<｜User｜>hi<｜Assistant｜></think>"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.mode == "template"], ids=lambda v: v.id)
+def test_a_suffix_renders_deepseeks_fill_in_the_middle(
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant
+) -> None:
+    """What ``.Suffix`` is there for: ``/api/generate`` with a suffix, in DeepSeek's PSM format."""
+    model = conformance_models(ollama_server, variant)
+    body = {"model": model, "prompt": "def add(a, b):\n", "suffix": "\n    return total\n",
+            "stream": False, "_debug_render_only": True}
+    response = requests.post(f"{ollama_server.url}/api/generate", json=body, timeout=REQUEST_TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    assert response.json()["_debug_info"]["rendered_template"] == (
+        "<｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n    return total\n<｜fim▁end｜>"
+    )
