@@ -36,7 +36,8 @@ from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import thinking_name
 from ollamads.ollama.serve import OllamaServe, free_port
 from ollamads.tiny import write_tiny_shards
-from ollamads.webui import MODEL_DEFAULTS_ENVIRONMENT, OpenWebUI, WebUISettings, tested_version
+from ollamads.webui import MODEL_DEFAULTS_ENVIRONMENT, OpenWebUI, WebUISettings
+from ollamads.webui import tested_version as open_webui_version
 from tests.conftest import _serve, ollama_binary  # noqa: F401
 from tests.support.browser import Browser, Shown
 from tests.support.recording_proxy import RecordedRequest, RecordingProxy
@@ -228,7 +229,7 @@ def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_pa
         try:
             text = read_until_ready(proc)
             url = f"http://127.0.0.1:{port}"
-            assert f"Open WebUI: {url}" in text and f"checked with {tested_version()}" in text
+            assert f"Open WebUI: {url}" in text and f"checked with {open_webui_version()}" in text
             token = requests.post(f"{url}/api/v1/auths/signin", json={"email": "", "password": ""},
                                   timeout=30).json()["token"]
             config = requests.get(f"{url}/api/v1/tasks/config", timeout=30,
@@ -259,9 +260,9 @@ def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_pa
                 proc.wait()
 
 
-def test_the_webui_extra_pins_the_tested_version() -> None:
+def test_the_webui_extra_pins_the_open_webui_version() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
-    assert pyproject["project"]["optional-dependencies"]["webui"] == [f"open-webui=={tested_version()}"]
+    assert pyproject["project"]["optional-dependencies"]["webui"] == [f"open-webui=={open_webui_version()}"]
     assert "open-webui" not in " ".join(pyproject["project"]["dependencies"])
 
 
@@ -273,4 +274,4 @@ def test_ollamads_webui_without_open_webui(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("Error: Open WebUI is not installed")
-    assert f"pipx install open-webui=={tested_version()}" in result.stderr
+    assert f"pipx install open-webui=={open_webui_version()}" in result.stderr

@@ -1,7 +1,8 @@
 // Drives Open WebUI in Debian's headless Chromium with playwright-core (no browser download).
 //
 // One JSON command per stdin line, one JSON reply per stdout line ({"ok": ..., "error": ...}):
-//   {"cmd": "open", "url": U}                      load U, dismiss the "What's New" dialog
+//   {"cmd": "open", "url": U}                      load U, dismiss the "What's New" dialog (shown
+//                                                  once: on the first visit of a fresh Open WebUI)
 //   {"cmd": "models"}                              the names in the model selector
 //   {"cmd": "turn", "model": M, "think": T, "text": X, "fresh": bool}
 //        (in a new chat with M when fresh) the think control ("Default", "On" or "Off") set to
@@ -37,7 +38,6 @@ async function dismissWhatsNew() {
 
 async function models() {
   await page.goto(base + '/');
-  await dismissWhatsNew();
   await page.locator('button[aria-label^="Selected model"]').first().click();
   await page.locator('[role=option][data-value]').first().waitFor();
   const names = await page.locator('[role=option][data-value]')
@@ -74,7 +74,6 @@ async function answer(index) {
 async function turn({ model, think, text, fresh }) {
   if (fresh) {
     await page.goto(`${base}/?models=${encodeURIComponent(model)}`);
-    await dismissWhatsNew();
     await page.locator('#chat-input').waitFor();
   }
   await setThink(think);
