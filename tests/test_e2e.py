@@ -110,6 +110,26 @@ def test_demo_on_each_line(line: str, tmp_path: Path) -> None:
     assert len(result.files) == 3  # the shards; a merge, where needed, went into the store
     assert result.modelfile.is_file()
     assert any("registered" in l for l in lines)
+    # The demo's server runs with `ollamads serve`'s settings (Ollama logs its configuration).
+    log = (tmp_path / "serve.log").read_text(errors="replace")
+    assert "OLLAMA_FLASH_ATTENTION:true" in log and "OLLAMA_KV_CACHE_TYPE:q8_0" in log
+
+
+def test_the_tiny_model_runs_under_ollamads_serve_settings(ollama_server: OllamaServe, tmp_path: Path) -> None:
+    """A q8_0 KV cache in blocks of 32 must divide MLA's K head (the tiny model's: 64 + 32)."""
+    assert ollama_server.extra_env["OLLAMA_KV_CACHE_TYPE"] == "q8_0"
+    (model,) = write_tiny_shards(tmp_path, "v3", n_shards=1)
+    result = ollamads("register", "kvq8:test", str(model), "--family", "v3", "--host", ollama_server.url,
+                      *TINY_PARAMETERS)
+    assert result.returncode == 0, result.stderr
+    answer = requests.post(f"{ollama_server.url}/api/chat", timeout=120, json={
+        "model": "kvq8:test", "messages": [{"role": "user", "content": "hi"}], "stream": False})
+    assert answer.status_code == 200, answer.text
+    if ollama_server.info and ollama_server.info.accepts_split_gguf:
+        # v0.30+ passes the settings on to llama-server (v0.24 turns flash attention off for
+        # deepseek2 on CPU, and with it the quantised cache).
+        log = ollama_server.log_path.read_text(errors="replace")
+        assert "--cache-type-k q8_0 --cache-type-v q8_0 --flash-attn on" in log
 
 
 def test_split_set_on_merged_line_is_merged_first(merged_line_server: OllamaServe, tmp_path: Path) -> None:
