@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,11 @@ import pytest
 import requests
 
 from ollamads.demo import DEMO_MODEL, run_demo
+from ollamads.ollama.api import OllamaAPI
+from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
+from ollamads.ollama.register import create_companions
+from ollamads.registration import plan_registration, register_files
 from ollamads.catalog.families import get_family
-from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.serve import OllamaServe
 from ollamads.tiny import write_tiny_shards
 
@@ -152,3 +156,32 @@ def test_shards_are_accepted_as_is_on_split_line(split_line_server: OllamaServe,
     )
     assert result.returncode == 0, result.stderr
     assert "four:shards" in model_names(split_line_server)
+
+
+def test_the_thinking_name_is_a_second_manifest_on_the_same_blobs(
+    ollama_server: OllamaServe, tmp_path: Path
+) -> None:
+    """NAME-think is made ``from`` NAME: the model layer is reused as it is (no upload, no
+    llama-quantize rewrite on v0.30+); only a template blob and a config are new."""
+    info = ollama_server.info
+    assert info is not None
+    shards = write_tiny_shards(tmp_path / "hub", "v3.1", n_shards=3)
+    definition = ModelDefinition.for_family("twins:test", get_family("v3.1"), shards, server=info,
+                                            parameters={"num_predict": 4})
+    plan = plan_registration(info, shards, merged_path=tmp_path / "merged.gguf")
+    blobs = ollama_server.models_dir / "blobs"
+    registered = register_files(plan, definition)
+    before = {p.name: p.stat().st_size for p in blobs.iterdir()}
+    statuses: list[str] = []
+    create_companions(OllamaAPI(ollama_server.url), definition, statuses.append)
+    added = {p.name: p.stat().st_size for p in blobs.iterdir() if p.name not in before}
+    assert registered.companions == ("twins:test-think",)
+    assert sum(added.values()) < 64 << 10, added  # a template and a config, no model copy
+    assert not any("validating" in s or "quantiz" in s for s in statuses), statuses
+    layers = {}
+    for tag in ("test", "test-think"):
+        manifest = json.loads((ollama_server.models_dir / "manifests" / "registry.ollama.ai" / "library"
+                               / "twins" / tag).read_text())
+        layers[tag] = {layer["mediaType"].rsplit(".", 1)[-1]: layer["digest"] for layer in manifest["layers"]}
+    assert layers["test"]["model"] == layers["test-think"]["model"]
+    assert layers["test"]["template"] != layers["test-think"]["template"]
