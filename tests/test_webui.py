@@ -38,7 +38,7 @@ from ollamads.ollama.serve import OllamaServe, free_port
 from ollamads.tiny import write_tiny_shards
 from ollamads.webui import MODEL_DEFAULTS_ENVIRONMENT, OpenWebUI, WebUISettings
 from ollamads.webui import tested_version as open_webui_version
-from tests.conftest import _serve, ollama_binary  # noqa: F401
+from tests.conftest import _serve
 from tests.support.browser import Browser, Shown
 from tests.support.recording_proxy import RecordedRequest, RecordingProxy
 from tests.support.toolchain import executable
