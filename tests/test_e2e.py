@@ -89,6 +89,11 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
         # The thinking name, on the same blobs: ollama run without --think reasons there.
         thinker = thinking_name(name)
         assert f"ollama run {thinker}" in result.stdout
+        written = (tmp_path / "Modelfile-think").read_text(encoding="utf-8")
+        assert f"\nFROM {name}\n" in written and "<think>{{ .Thinking }}</think>" in written
+        dry = ollamads("register", name, *files, "--family", family, "--template-mode", mode,
+                       "--host", ollama_server.url, "--dry-run", *TINY_PARAMETERS)
+        assert dry.returncode == 0 and dry.stdout.count("# Written by ollamads") == 2, dry.stderr
         think_run = ollama_cli(ollama_server, "run", "--verbose", thinker, "hi")
         assert think_run.returncode == 0 and think_run.stdout.startswith("Thinking..."), think_run
         shown = ollama_cli(ollama_server, "show", "--modelfile", thinker)

@@ -29,7 +29,10 @@ def register_command(
     host: HostOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Register local GGUF files with a running Ollama (blobs + create)."""
+    """Register local GGUF files with a running Ollama (blobs + create).
+
+    A V3.1 model also gets NAME-think on the same blobs, which thinks unless asked not to.
+    """
     from ollamads.catalog.families import get_family
     from ollamads.cli._progress import progress_display, stderr_console
     from ollamads.errors import OllamadsError
@@ -53,17 +56,23 @@ def register_command(
         name, get_family(family.value), list(shard_set.paths), server=server,
         mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
     )
-    text = definition.modelfile(f"Ollama {server.version}")
+    header = f"Ollama {server.version}"
     plan = plan_registration(server, list(shard_set.paths))
     if dry_run:
-        typer.echo(text, nl=False)
+        for each in (definition, *definition.companions):
+            typer.echo(each.modelfile(header), nl=False)
         typer.echo(f"# route: {plan.route} ({plan.store_reason})")
         return
     from ollamads.units import check_space
 
     check_space(plan.needs, name)
     if modelfile:
-        modelfile.write_text(text, encoding="utf-8")
+        from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX
+
+        modelfile.write_text(definition.modelfile(header), encoding="utf-8")
+        for companion in definition.companions:  # V3.1's thinking name: PATH-think
+            modelfile.with_name(modelfile.name + THINKING_TAG_SUFFIX).write_text(
+                companion.modelfile(header), encoding="utf-8")
     console = stderr_console()
     with progress_display(console) as progress:
         result = register_files(plan, definition, progress=progress,
