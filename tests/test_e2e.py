@@ -90,7 +90,8 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
         thinker = thinking_name(name)
         assert f"ollama run {thinker}" in result.stdout
         written = (tmp_path / "Modelfile-think").read_text(encoding="utf-8")
-        assert f"\nFROM {name}\n" in written and "<think>{{ .Thinking }}</think>" in written
+        assert f"\nFROM {name}\n" in written
+        assert ("RENDERER deepseek3.1" if mode == "renderer" else "<think>{{ .Thinking }}</think>") in written
         dry = ollamads("register", name, *files, "--family", family, "--template-mode", mode,
                        "--host", ollama_server.url, "--dry-run", *TINY_PARAMETERS)
         assert dry.returncode == 0 and dry.stdout.count("# Written by ollamads") == 2, dry.stderr
