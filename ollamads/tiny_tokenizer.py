@@ -17,7 +17,7 @@ import functools
 import heapq
 from collections import defaultdict
 
-#: The 2.0-era byte tokens of GPT-2's byte-level BPE: the space is ``Ġ``, the newline ``Ċ``.
+#: A few hundred of the most frequent English words.
 _ENGLISH = """
 the of and to a in is it you that he was for on are with as i his they be at one have this from or had
 by not word but what some we can out other were all there when up use your how said an each she which do
@@ -46,6 +46,8 @@ blue object decide surface deep moon island foot system busy test record boat co
 stead dry wonder laugh thousand ago ran check game shape equate hot miss brought heat snow tire bring yes
 distant fill east paint language among sky
 """
+#: The words of tool definitions (JSON Schema, Open WebUI's built-in tools) and of chat-task
+#: prompts (titles, tags, follow-ups).
 _TOOLS_AND_TASKS = """
 type object string integer number boolean array null true false properties property required description
 items enum default format parameters parameter function functions name names arguments argument tool tools

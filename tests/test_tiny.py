@@ -391,3 +391,28 @@ def test_llama_server_thinking_switch_and_chat(tmp_path: Path) -> None:
         plain = chat(False)
         assert plain["usage"]["completion_tokens"] == 8
         assert not plain["choices"][0]["message"].get("reasoning_content")
+
+
+def _apply_bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Textbook BPE: merge the lowest-ranked adjacent pair until none is in ``ranks``."""
+    parts = list(word)
+    while True:
+        pairs = [(ranks[p], i) for i, p in enumerate(zip(parts, parts[1:])) if p in ranks]
+        if not pairs:
+            return parts
+        _, i = min(pairs)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
+def test_the_vocabulary_writes_every_listed_word_as_one_token() -> None:
+    from ollamads.tiny import ADDED_TOKENS
+    from ollamads.tiny_tokenizer import learn_merges, merges, training_words
+
+    learnt = merges()
+    assert learnt == learn_merges(training_words())  # deterministic
+    ranks = {tuple(m.split(" ")): i for i, m in enumerate(learnt)}
+    words = training_words()
+    assert all(_apply_bpe(w, ranks) == [w] for w in words)
+    assert {"Ġdescription", '":"', "Ġtimestamp"} <= set(words)
+    tokens, _ = tokenizer_vocab()
+    assert len(tokens) == len(set(tokens)) == 3 + 256 + len(learnt) + len(ADDED_TOKENS)
