@@ -275,3 +275,14 @@ def test_ollamads_webui_without_open_webui(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("Error: Open WebUI is not installed")
     assert f"pipx install open-webui=={open_webui_version()}" in result.stderr
+
+
+def test_ollamads_webui_without_an_ollama_server(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ollamads", "webui", "--host", "127.0.0.1:9", "--open-webui", open_webui_binary(),
+         "--data-dir", str(tmp_path / "ui")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "no Ollama server answers at http://127.0.0.1:9" in result.stderr and "ollamads serve" in result.stderr
+    assert not (tmp_path / "ui").exists()
