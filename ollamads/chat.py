@@ -5,6 +5,8 @@ What it adds is DeepSeek's three reasoning behaviours, learnt per model from ``/
 * V3.1 thinks on request. ``think=None`` means DeepSeek's own default, no reasoning, and is sent
   as ``think: false``: servers from v0.12.4 switch thinking on for every thinking-capable model
   whose request omits the field, which would make the answer depend on the server's version.
+  ollamads registers V3.1 as ``NAME`` (no thinking capability) and ``NAME-think``; ``think=True``
+  on ``NAME`` asks ``NAME-think`` (:meth:`DeepSeekClient.resolve`).
 * R1 always reasons. ``think=None`` is sent as ``think: true`` so that its reasoning arrives as
   thinking; ``think=False`` is refused, since nothing can turn it off.
 * V3 has no reasoning mode: ``think=True`` is refused before any request is made.
@@ -26,7 +28,7 @@ import ollama
 
 from ollamads.errors import OllamadsError, ServerError
 from ollamads.catalog.families import ASSISTANT, FAMILIES, THINK_CLOSE, THINK_OPEN
-from ollamads.ollama.modelfile import go_template
+from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.api import probe
 from ollamads.ollama.versions import ServerInfo, normalize_host
 
@@ -178,8 +180,9 @@ def detect_family(template: str, modelfile: str = "") -> str | None:
     if renderer:
         return _RENDERER_FAMILIES.get(renderer.group(1))
     for family in FAMILIES.values():
-        if template.strip() == go_template(family.go_template).strip():
-            return family.name
+        for thinking in (True, False):
+            if template.strip() == go_template(family.go_template, thinking=thinking).strip():
+                return family.name
     # Someone else's DeepSeek template (e.g. pulled from the Hub): judge by what it does.
     if ASSISTANT not in template:
         return None
@@ -337,7 +340,31 @@ class DeepSeekClient:
         return self._models[model]
 
     def plan(self, model: str, think: bool | None) -> ThinkPlan:
-        return plan_think(self.model_info(model), self.server, think)
+        return self.resolve(model, think)[1]
+
+    def resolve(self, model: str, think: bool | None) -> tuple[str, ThinkPlan]:
+        """The model to ask and what to send as ``think``. A V3.1 model that cannot think
+        (ollamads' ``NAME``) is asked to think under its thinking name, ``NAME-think``."""
+        info = self.model_info(model)
+        if think and info.family == "v3.1" and not info.can_think:
+            thinker = thinking_name(model)
+            other = self._find(thinker)
+            if other is None or not other.can_think:
+                raise OllamadsError(
+                    f"{model} answers without thinking, and the server has no {thinker} to think",
+                    "register the model again with `ollamads register` or `ollamads create` "
+                    "(they make both names), or drop --think",
+                )
+            model, info = thinker, other
+        return model, plan_think(info, self.server, think)
+
+    def _find(self, model: str) -> ModelInfo | None:
+        try:
+            return self.model_info(model)
+        except OllamadsError as exc:
+            if isinstance(exc, ServerError):
+                raise
+            return None
 
     def stream(
         self,
@@ -348,15 +375,27 @@ class DeepSeekClient:
         **options: Any,
     ) -> Iterator[Event]:
         """Typed events as the answer is generated. Checks run now; the request on iteration."""
-        plan = self.plan(model, think)
-        chunks = self._ollama.chat(
-            model=model,
-            messages=messages,
-            tools=tools,
-            think=plan.think,
-            options=dict(options) or None,
-            stream=True,
-        )
+        import pydantic
+
+        model, plan = self.resolve(model, think)
+        try:
+            chunks = self._ollama.chat(
+                model=model,
+                messages=messages,
+                tools=tools,
+                think=plan.think,
+                options=dict(options) or None,
+                stream=True,
+            )
+        except pydantic.ValidationError as exc:
+            # The ollama package checks messages and tools against its types before sending.
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem.get("loc", ())) or exc.title
+            raise OllamadsError(
+                f"malformed {exc.title.lower()} for {model}: {where}: {problem.get('msg', 'invalid')}",
+                "a tool is {\"type\": \"function\", \"function\": {\"name\": ..., "
+                "\"description\": ..., \"parameters\": {JSON Schema}}}",
+            ) from None
         return self._translated(model, events_from_chunks(chunks, ThinkSplitter(plan.primed)))
 
     def chat(

@@ -1,9 +1,10 @@
 """``ollamads demo``: the whole pipeline on the built-in tiny DeepSeek V3.1, no downloads.
 
-Split shards -> a real ``ollama serve`` (or the one at OLLAMA_HOST) -> Modelfile -> register by
-the cheapest route the server allows (merging if its line needs one file) -> chat with think on
-and off. The tiny model has random
-weights, so the words are gibberish; every step is real.
+Split shards -> a real ``ollama serve`` with ``ollamads serve``'s settings (or the one at
+OLLAMA_HOST) -> Modelfile -> register by the cheapest route the server allows (merging if its
+line needs one file), under both V3.1 names -> chat with each, neither sending ``think``: the
+plain name answers, the thinking name reasons. The tiny model has random weights, so the words
+are gibberish; every step is real.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from pathlib import Path
 import ollama
 
 from ollamads.catalog.families import get_family
-from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.modelfile import ModelDefinition, thinking_name
 from ollamads.registration import plan_registration, register_files
 from ollamads.ollama.api import answers
 from ollamads.ollama.versions import ServerInfo
-from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
 from ollamads.tiny import write_tiny_shards
 
 DEMO_MODEL = "ollamads-demo:tiny-v3.1"
+DEMO_THINKING_MODEL = thinking_name(DEMO_MODEL)
 DEMO_PROMPT = "Why is the sky blue?"
 #: The tiny model is a few hundred KB; a small context keeps its KV cache trivial.
 DEMO_PARAMETERS = {"num_ctx": 2048, "num_predict": 24, "seed": 3407}
@@ -36,7 +38,8 @@ Report = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChatTurn:
-    think: bool
+    model: str
+    think: bool  # whether that name thinks when the request does not say
     thinking: str
     content: str
 
@@ -57,7 +60,8 @@ def _server(workdir: Path, report: Report, ollama_binary: str | None) -> Iterato
         report(f"using the Ollama {existing.version} server at {existing.host} (OLLAMA_HOST)")
         yield existing
         return
-    serve = OllamaServe(workdir / "models", binary=ollama_binary, log_path=workdir / "serve.log")
+    serve = OllamaServe(workdir / "models", binary=ollama_binary, log_path=workdir / "serve.log",
+                        env=MODEL_ENVIRONMENT)
     report(f"starting `{serve.binary} serve` on {serve.url} with OLLAMA_MODELS={serve.models_dir}")
     with serve:
         assert serve.info is not None
@@ -96,23 +100,20 @@ def run_demo(
             plan.merged_path.parent.mkdir(parents=True, exist_ok=True)
         registered = register_files(plan, definition, report=report)
         report(
-            f"registered {DEMO_MODEL} by the {registered.route} route "
+            f"registered {DEMO_MODEL} and {DEMO_THINKING_MODEL} by the {registered.route} route "
             f"({registered.bytes_written:,} bytes written into the store, "
             f"{registered.bytes_uploaded:,} uploaded)"
         )
 
         client = ollama.Client(host=server.host)
         turns = []
-        for think in (True, False):
-            response = client.chat(
-                model=DEMO_MODEL,
-                messages=[{"role": "user", "content": DEMO_PROMPT}],
-                think=think,
-            )
-            turn = ChatTurn(think, response.message.thinking or "", response.message.content or "")
+        # As `ollama run` and Open WebUI ask by default: no "think" in the request.
+        for model, think in ((DEMO_THINKING_MODEL, True), (DEMO_MODEL, False)):
+            response = client.chat(model=model, messages=[{"role": "user", "content": DEMO_PROMPT}])
+            turn = ChatTurn(model, think, response.message.thinking or "", response.message.content or "")
             turns.append(turn)
             report(
-                f"chat think={'on' if think else 'off'}: "
+                f"chat with {model} (thinking {'on' if think else 'off'} by default): "
                 f"thinking={turn.thinking[:60]!r} content={turn.content[:60]!r}"
             )
         return DemoResult(server, DEMO_MODEL, tuple(files), modelfile, tuple(turns))

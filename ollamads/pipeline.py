@@ -20,7 +20,7 @@ from ollamads.gguf.shards import parse_shard_name
 from ollamads.hub import PullPlan, PullResult, RemoteFile, paths_info, plan_pull, pull, repo_commit, tree
 from ollamads.locking import exclusive
 from ollamads.ollama.api import OllamaAPI, probe
-from ollamads.ollama.modelfile import ModelDefinition, TemplateMode
+from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX, ModelDefinition, TemplateMode
 from ollamads.ollama.store import Placement, StoreCheck, find_store
 from ollamads.ollama.versions import ServerInfo
 from ollamads.paths import ollamads_home, read_record, write_record
@@ -132,6 +132,8 @@ class CreateResult:
     placements: Mapping[str, Placement]
     created: bool  # False when the same model was already registered
     deleted_shards: bool = False
+    #: Further names on the same blobs (a V3.1 model's thinking name).
+    companions: tuple[str, ...] = ()
 
 
 def _merged_path(plan: PullPlan) -> Path | None:
@@ -190,14 +192,18 @@ def create(
         sources = {f.path: f.digest for f in plan.pull.files}
         record_path = _created_record(server, plan.name)
         done = read_record(record_path)
+        names = ModelDefinition.for_family(
+            plan.name, entry.prompt_family, [], server=server, mode=template_mode).names
         if done.get("sources") == sources and done.get("parameters") == dict(parameters or {}) \
-                and done.get("template_mode") == template_mode and api.show(plan.name) is not None:
+                and done.get("template_mode") == template_mode \
+                and all(api.show(n) is not None for n in names):
             # Made from these very files before (perhaps with --delete-shards): nothing to do.
             report(f"{plan.name} is already registered from these files")
             return CreateResult(
                 name=plan.name, server=server, route=plan.route, files=plan.pull.paths,
                 modelfile=Path(str(done.get("modelfile", ""))), bytes_downloaded=0,
                 bytes_uploaded=0, bytes_written=0, placements={}, created=False,
+                companions=names[1:],
             )
         result = pull(plan.pull, progress=progress, connections=connections)
         report(f"{len(result.paths)} file(s) present and verified "
@@ -208,6 +214,9 @@ def create(
                                  progress=progress, report=report)
         modelfile = files[0].parent / f"Modelfile.{server.line}"
         write_small_file(modelfile, definition.modelfile(f"Ollama {server.version}").encode("utf-8"))
+        for companion in definition.companions:  # V3.1's thinking name: Modelfile.<line>-think
+            write_small_file(modelfile.with_name(f"{modelfile.name}{THINKING_TAG_SUFFIX}"),
+                             companion.modelfile(f"Ollama {server.version}").encode("utf-8"))
         write_record(record_path, {
             "sources": sources, "parameters": dict(parameters or {}),
             "template_mode": template_mode, "modelfile": str(modelfile),
@@ -219,7 +228,7 @@ def create(
         name=plan.name, server=server, route=outcome.route, files=files, modelfile=modelfile,
         bytes_downloaded=result.bytes_downloaded, bytes_uploaded=outcome.bytes_uploaded,
         bytes_written=outcome.bytes_written, placements=outcome.placements,
-        created=outcome.created, deleted_shards=deleted,
+        created=outcome.created, deleted_shards=deleted, companions=outcome.companions,
     )
 
 

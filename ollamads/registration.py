@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +35,7 @@ from ollamads.gguf.merge import merge, merged_size, quantize_copy_supported, wri
 from ollamads.gguf.shards import ShardSet, open_shard_set
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition
-from ollamads.ollama.register import sha256_file
+from ollamads.ollama.register import create_companions, sha256_file
 from ollamads.ollama.store import (
     MEDIA_MODEL,
     Layer,
@@ -87,6 +87,8 @@ class RegistrationResult:
     bytes_uploaded: int
     bytes_written: int
     created: bool
+    #: Further names on the same blobs (a V3.1 model's thinking name), made after ``name``.
+    companions: tuple[str, ...] = ()
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
@@ -216,7 +218,25 @@ def register_files(
     progress: Progress | None = None,
     report: Report = lambda line: None,
 ) -> RegistrationResult:
-    """Register ``definition`` (whose files are ``plan.shards``' files) by ``plan.route``."""
+    """Register ``definition`` (whose files are ``plan.shards``' files) by ``plan.route``, then
+    its companion names ``from`` it."""
+    result = _register_model(plan, definition, known_digests=known_digests, progress=progress,
+                             report=report)
+    api = OllamaAPI(plan.server.host)
+    companions = create_companions(api, definition, lambda s: report(f"ollama: {s}"))
+    for name in companions:
+        report(f"{name}: the same blobs, thinking by default")
+    return replace(result, companions=companions)
+
+
+def _register_model(
+    plan: RegistrationPlan,
+    definition: ModelDefinition,
+    *,
+    known_digests: Mapping[str, str] | None,
+    progress: Progress | None,
+    report: Report,
+) -> RegistrationResult:
     server, shards = plan.server, plan.shards
     check_registrable_files(server, definition, shards)
     api = OllamaAPI(server.host)

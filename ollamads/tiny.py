@@ -10,10 +10,11 @@ real. Deterministic (same arguments, same bytes) and standard library only.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ollamads.catalog.families import BOS, EOS, PAD
 from ollamads.catalog.families import FAMILIES as PROMPT_FAMILIES
 from ollamads.gguf.shards import shard_name as split_name
 from ollamads.gguf.deepseek2 import ARCH, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
+from ollamads.tiny_tokenizer import byte_tokens, merges
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -77,19 +79,11 @@ ADDED_TOKENS = (
 #: user-defined tokens: they stay visible in detokenized output, where reasoning parsers look.
 _USER_DEFINED_TOKENS = frozenset({"<think>", "</think>"})
 
-#: A few dozen byte-level BPE merges, in rank order; each merged piece becomes a token.
-MERGES = (
-    "Ġ t", "Ġ a", "h e", "i n", "r e", "o n", "Ġt he", "e r", "Ġ s", "a t", "Ġ w", "Ġ o",
-    "e n", "Ġ c", "i t", "i s", "a n", "o r", "e s", "Ġ b", "e d", "Ġ f", "in g", "Ġ p",
-    "o u", "Ġa n", "a l", "a r", "Ġt o", "Ġ m", "Ġo f", "Ġ in", "Ġ d", "Ġ h", "Ġan d", "i c",
-    "a s", "l e", "Ġt h", "Ġ i", "Ġ l", "Ġ is", "Ġ n", "Ġ y", "o w", "Ġ T", "Ġ I", "Ġ H",
-    "Ċ Ċ", "h i", "Ġ g", "l l", "Ġ e", "Ġw h", "Ġo n", "Ġ re",
-)
-
-
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Shape of the tiny model. Dimensions along a Q8_0 row must be multiples of 32."""
+    """Shape of the tiny model. Dimensions along a Q8_0 row must be multiples of 32, and so must
+    the attention head sizes: ``ollamads serve`` quantises the KV cache to q8_0 (blocks of 32),
+    and MLA's K head is kv_lora_rank + qk_rope_head_dim (real DeepSeek: 512 + 64 = 576)."""
 
     family: str
     seed: int = 0
@@ -102,7 +96,7 @@ class TinyModelSpec:
     q_lora_rank: int = 32
     kv_lora_rank: int = 64
     qk_nope_head_dim: int = 32
-    qk_rope_head_dim: int = 16
+    qk_rope_head_dim: int = 32
     v_head_dim: int = 32
     n_expert: int = 4
     n_expert_used: int = 2
@@ -144,23 +138,9 @@ class TinyModelSpec:
 # --- tokenizer -----------------------------------------------------------------------------
 
 
-def _byte_tokens() -> list[str]:
-    """GPT-2's bytes_to_unicode: the 256 byte tokens of a byte-level BPE vocabulary."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    extra = 0
-    chars = {}
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
-
-
 def tokenizer_vocab() -> tuple[list[str], list[int]]:
     """Tokens and token types: BOS/EOS/pad at their real ids 0-2, bytes, merges, specials."""
-    tokens = [BOS, EOS, PAD, *_byte_tokens(), *(m.replace(" ", "") for m in MERGES)]
+    tokens = [BOS, EOS, PAD, *byte_tokens(), *(m.replace(" ", "") for m in merges())]
     types = [_TOKEN_CONTROL] * 3 + [_TOKEN_NORMAL] * (len(tokens) - 3)
     for tok in ADDED_TOKENS:
         tokens.append(tok)
@@ -296,7 +276,7 @@ def _metadata(spec: TinyModelSpec, tokens: list[str], types: list[int]) -> list[
         ("tokenizer.ggml.pre", "deepseek-v3", s),
         ("tokenizer.ggml.tokens", tokens, s),
         ("tokenizer.ggml.token_type", types, GGUFValueType.INT32),
-        ("tokenizer.ggml.merges", list(MERGES), s),
+        ("tokenizer.ggml.merges", list(merges()), s),
         ("tokenizer.ggml.bos_token_id", 0, u32),
         ("tokenizer.ggml.eos_token_id", 1, u32),
         # DeepSeek's tokenizer_config.json sets pad_token to EOS; Unsloth's GGUFs carry 1 here.
@@ -320,13 +300,15 @@ def model_metadata(spec: TinyModelSpec, n_vocab: int | None = None) -> list[tupl
     return _metadata(spec, tokens, types)
 
 
-def _build(spec: TinyModelSpec) -> tuple[list[tuple], list[_Tensor]]:
+@functools.cache
+def _build(spec: TinyModelSpec) -> tuple[tuple[tuple, ...], tuple[_Tensor, ...]]:
+    """Built once per spec and process: the tests write the same few models many times."""
     tokens, types = tokenizer_vocab()
     special_ids = {i for i, t in enumerate(types) if t != _TOKEN_NORMAL}
-    return _metadata(spec, tokens, types), list(_tensors(spec, len(tokens), special_ids))
+    return tuple(_metadata(spec, tokens, types)), tuple(_tensors(spec, len(tokens), special_ids))
 
 
-def _writer(kvs: list[tuple], tensors: list[_Tensor]) -> GGUFWriter:
+def _writer(kvs: Sequence[tuple], tensors: Sequence[_Tensor]) -> GGUFWriter:
     w = GGUFWriter()
     for key, value, vtype in kvs:
         w.add(key, value, vtype)
@@ -394,7 +376,7 @@ def write_tiny_shards(
             (KEY_SPLIT_TENSORS_COUNT, len(tensors), GGUFValueType.INT32),
             (KEY_SPLIT_COUNT, n_shards, GGUFValueType.UINT16),
         ]
-        shard_kvs = (kvs if i == 0 else []) + split_kvs
+        shard_kvs = (list(kvs) if i == 0 else []) + split_kvs
         path = directory / shard_name(spec.model_name, quant, i + 1, n_shards)
         _writer(shard_kvs, tensors[start : start + size]).write(path)
         paths.append(path)

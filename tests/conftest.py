@@ -1,5 +1,8 @@
 """Shared fixtures: real ``ollama serve`` processes for each built Ollama line.
 
+They run the way ``ollamads serve`` runs them (its MODEL_ENVIRONMENT: flash attention, q8_0 KV
+cache, long load timeout, keep-alive), so what the tests prove holds under those settings.
+
 Binaries come from ``scripts/toolchain.sh`` (or OLLAMADS_OLLAMA_OLD / OLLAMADS_OLLAMA_NEW). In CI a
 missing binary fails the test; on a developer machine it skips with the command that builds it.
 The server log is attached to the report of every failing test that used the server.
@@ -11,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
 from tests.support.toolchain import executable, llama_cpp_tool, missing_component  # noqa: F401
 
 #: The two lines the toolchain builds: one that needs merged files, one that takes shards.
@@ -49,7 +52,7 @@ def _serve(line: str, servers: dict[str, OllamaServe], factory: pytest.TempPathF
             binary=ollama_binary(line),
             log_path=root / "serve.log",
             # Keys and history go to $HOME/.ollama: keep them out of the real home.
-            env={"HOME": str(root), "OLLAMA_KEEP_ALIVE": "5m"},
+            env={**MODEL_ENVIRONMENT, "HOME": str(root)},
         )
         serve.start()
         servers[line] = serve
@@ -83,6 +86,7 @@ def split_line_server(request: pytest.FixtureRequest) -> OllamaServe:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)  # for fixtures that keep evidence of a failure
     if report.failed:
         for serve in item.__dict__.get("_ollama_servers", []):
             version = serve.info.version if serve.info else "?"

@@ -7,6 +7,7 @@ import pytest
 from ollamads._resources import modelfiles_dir
 from ollamads.catalog import load_catalog
 from ollamads.catalog.rendered import render_all, stale
+from ollamads.ollama.modelfile import THINKING_DECLARATION
 from tests.support.cli import run_cli
 from tests.support.hubstub import hub  # noqa: F401 - a fixture
 from ollamads.hardware import this_machine, total_ram
@@ -17,7 +18,9 @@ run = run_cli
 
 def test_checked_in_modelfiles_match_a_fresh_rendering() -> None:
     assert stale(modelfiles_dir()) == [], "run `ollamads modelfiles --write` and commit"
-    assert len(render_all()) == 2 * len(load_catalog().entries())
+    entries = load_catalog().entries()
+    hybrid = [e for e in entries if e.prompt_family.thinking == "hybrid"]
+    assert hybrid and len(render_all()) == 2 * (len(entries) + len(hybrid))
 
 
 def test_list_json_covers_the_catalog_and_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,9 +55,18 @@ def test_show_json_has_both_modelfiles(capsys: pytest.CaptureFixture[str]) -> No
     assert "PARAMETER min_p 0.05" in new
 
 
-def test_show_v31_uses_the_builtin_renderer(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "show", "v3.1-terminus:TQ1_0")
-    assert code == 0 and "RENDERER deepseek3.1" in out and "PARSER deepseek3" in out
+def test_show_v31_has_a_thinking_name_on_the_same_blobs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "v3.1-terminus:TQ1_0", "--json")
+    assert code == 0
+    modelfiles = json.loads(out)["modelfiles"]
+    name = "deepseek-v3.1-terminus:tq1_0"
+    assert set(modelfiles) == {"ollama-0.24", "ollama-0.30+", f"ollama-0.24 {name}-think",
+                               f"ollama-0.30+ {name}-think"}
+    for line in ("ollama-0.24", "ollama-0.30+"):
+        plain, thinking = modelfiles[line], modelfiles[f"{line} {name}-think"]
+        assert "TEMPLATE" in plain and "\nRENDERER" not in plain
+        assert THINKING_DECLARATION not in plain and THINKING_DECLARATION in thinking
+        assert [l for l in thinking.splitlines() if l.startswith("FROM")] == [f"FROM {name}"]
 
 
 def test_show_unknown_quant(capsys: pytest.CaptureFixture[str]) -> None:

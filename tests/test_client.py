@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ollamads.chat import (
 )
 from ollamads.errors import OllamadsError, ServerError
 from ollamads.catalog.families import ASSISTANT, FAMILIES, get_family
-from ollamads.ollama.modelfile import ModelDefinition, go_template
+from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
 from ollamads.ollama.register import register
 from ollamads.ollama.versions import ServerInfo
 from tests.support.reference import render_prompt
@@ -216,11 +217,15 @@ def test_a_stream_that_stops_early_is_an_error() -> None:
 # --- against real servers ---------------------------------------------------------------------------
 
 TINY_MODELS = {
-    "tiny-v31:client": ("v3.1", None),  # Ollama's own DeepSeek renderer on both lines
-    "tiny-v31-tmpl:client": ("v3.1", "template"),
+    # Also registers tiny-v31:client-think (the same TEMPLATE with Ollama's thinking capability).
+    "tiny-v31:client": ("v3.1", None),
+    # Its -think name gets Ollama's own DeepSeek renderer and parser.
+    "tiny-v31-rend:client": ("v3.1", "renderer"),
     "tiny-r1:client": ("r1", "template"),
     "tiny-v3:client": ("v3", "template"),
 }
+#: A V3.1 name registered without its thinking name (as by an older ollamads, or by hand).
+LONE_V31 = "tiny-v31-alone:client"
 _registered: set[tuple[str, str]] = set()
 
 
@@ -237,6 +242,8 @@ def server(ollama_server: OllamaServe, tmp_path_factory: pytest.TempPathFactory)
             name, get_family(family), [path], server=info_, mode=mode, parameters=TINY_PARAMETERS  # type: ignore[arg-type]
         )
         register(info_, definition)
+        if name == "tiny-v31:client":
+            register(info_, replace(definition, name=LONE_V31, companions=()))
         _registered.add((ollama_server.url, name))
     return ollama_server
 
@@ -275,24 +282,48 @@ def rendered(server: OllamaServe, body: dict[str, Any]) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model", ["tiny-v31:client", "tiny-v31-tmpl:client"])
-@pytest.mark.parametrize(
-    ("think", "sent", "suffix"),
-    [(True, True, "<think>"), (False, False, "</think>"), (None, False, "</think>")],
-)
+@pytest.mark.parametrize("model", ["tiny-v31:client", "tiny-v31-rend:client"])
+@pytest.mark.parametrize(("think", "suffix"), [(True, "<think>"), (False, "</think>"), (None, "</think>")])
 def test_v31_think_reaches_the_server_as_the_prompt_suffix(
     client: DeepSeekClient, recorder: Recorder, server: OllamaServe,
-    model: str, think: bool | None, sent: bool, suffix: str,
+    model: str, think: bool | None, suffix: str,
 ) -> None:
     answer = client.chat(model, HI, think=think)
     (body,) = recorder.bodies("/api/chat")
-    # Unset is sent as false: servers from v0.12.4 would otherwise think by default.
-    assert body["think"] is sent
+    # Thinking is asked of the thinking name; the plain name cannot think, so nothing is sent.
+    assert body["model"] == (thinking_name(model) if think else model)
+    assert body.get("think") is (True if think else None)
     prompt = rendered(server, body)
     assert prompt.endswith(f"<｜User｜>hi{ASSISTANT}{suffix}"), prompt
     assert render_prompt(client, model, HI, think=think) == prompt
-    assert bool(answer.thinking) == sent
+    assert bool(answer.thinking) == bool(think)
     assert answer.done is not None and answer.done.eval_count > 0
+
+
+@pytest.mark.integration
+def test_the_thinking_name_follows_deepseeks_default_too(
+    client: DeepSeekClient, recorder: Recorder, server: OllamaServe
+) -> None:
+    """On NAME-think the client still sends think: false unless asked: DeepSeek's default."""
+    thinker = thinking_name("tiny-v31:client")
+    answer = client.chat(thinker, HI)
+    (body,) = recorder.bodies("/api/chat")
+    assert body["model"] == thinker and body["think"] is False
+    assert rendered(server, body).endswith(f"{ASSISTANT}</think>") and not answer.thinking
+
+
+@pytest.mark.integration
+def test_think_without_a_thinking_name_is_refused_naming_it(
+    client: DeepSeekClient, recorder: Recorder
+) -> None:
+    with pytest.raises(OllamadsError) as err:
+        client.chat(LONE_V31, HI, think=True)
+    assert err.value.message == (
+        f"{LONE_V31} answers without thinking, and the server has no {thinking_name(LONE_V31)} to think"
+    )
+    assert "ollamads register" in (err.value.hint or "")
+    assert recorder.bodies("/api/chat") == []
+    assert not client.chat(LONE_V31, HI).thinking
 
 
 @pytest.mark.integration
@@ -357,10 +388,13 @@ def test_model_and_server_are_asked_once(client: DeepSeekClient, recorder: Recor
     client.chat("tiny-v31:client", HI, think=False)
     first = client.server
     client.chat("tiny-v31:client", HI, think=True)
+    client.chat("tiny-v31:client", HI, think=True)
     assert client.server is first
-    assert len(recorder.bodies("/api/show")) == 1
+    # Once for the name, once for its thinking name.
+    assert [b["model"] for b in recorder.bodies("/api/show")] == [
+        "tiny-v31:client", thinking_name("tiny-v31:client")]
     assert client.model_info("tiny-v31:client").family == "v3.1"
-    assert client.model_info("tiny-v31-tmpl:client").family == "v3.1"
+    assert client.model_info(thinking_name("tiny-v31-rend:client")).family == "v3.1"
     assert client.model_info("tiny-r1:client").prompt_opens_think
 
 
@@ -380,6 +414,47 @@ def test_tools_reach_the_template(client: DeepSeekClient, recorder: Recorder) ->
     assert recorder.bodies("/api/chat")[0]["tools"][0]["function"]["name"] == "get_weather"
 
 
+MALFORMED_TOOLS = [
+    pytest.param("x", "cannot unmarshal string", id="not-a-list"),
+    pytest.param([{"type": "function", "function": {"name": 123}}], "cannot unmarshal number",
+                 id="numeric-name"),
+    pytest.param([{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": 5}}}}}], "cannot unmarshal number",
+        id="numeric-property-type"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("tools", "error"), MALFORMED_TOOLS)
+def test_malformed_tools_get_a_400_and_the_server_goes_on(
+    server: OllamaServe, tools: Any, error: str
+) -> None:
+    for model in TINY_MODELS:
+        url = f"{server.url}/api/chat"
+        bad = requests.post(url, json={"model": model, "messages": HI, "tools": tools, "stream": False},
+                            timeout=120)
+        assert bad.status_code == 400 and error in bad.json()["error"], bad.text
+        good = requests.post(url, json={"model": model, "messages": HI, "stream": False,
+                                        "options": {"num_predict": 1}}, timeout=120)
+        assert good.status_code == 200, good.text
+
+
+@pytest.mark.integration
+def test_a_tool_with_nothing_in_it_is_described_not_fatal(server: OllamaServe) -> None:
+    """Ollama accepts ``{"function": {}}``; every family's TEMPLATE renders it as an empty entry."""
+    for model in TINY_MODELS:
+        prompt = rendered(server, {"model": model, "messages": HI, "tools": [{"function": {}}]})
+        assert "\n### \nDescription: \n\nParameters: {\"type\":\"\",\"properties\":null}\n" in prompt
+
+
+@pytest.mark.integration
+def test_the_client_refuses_malformed_tools_in_one_line(client: DeepSeekClient, recorder: Recorder) -> None:
+    with pytest.raises(OllamadsError) as err:
+        client.chat("tiny-v31:client", HI, tools=[{"type": "function", "function": {"name": 123}}])
+    assert err.value.message.startswith("malformed tool for tiny-v31:client: function.name:")
+    assert recorder.bodies("/api/chat") == []
+
+
 # --- the real `ollama run` on the same model ---------------------------------------------------------
 
 
@@ -393,15 +468,20 @@ def ollama_run(server: OllamaServe, *args: str) -> subprocess.CompletedProcess[s
 
 @pytest.mark.integration
 def test_ollama_run_think_flags(server: OllamaServe) -> None:
-    off = ollama_run(server, "tiny-v31:client", "--think=false", "hi")
+    thinker = thinking_name("tiny-v31:client")
+    # DeepSeek's default, where the server would think for a thinking-capable model.
+    default = ollama_run(server, "tiny-v31:client", "hi")
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() and "Thinking..." not in default.stdout
+    off = ollama_run(server, thinker, "--think=false", "hi")
     assert off.returncode == 0, off.stderr
     assert off.stdout.strip() and "Thinking..." not in off.stdout
-    on = ollama_run(server, "tiny-v31:client", "--think", "hi")
-    assert on.returncode == 0, on.stderr
-    assert on.stdout.startswith("Thinking...\n") and on.stdout.strip() != "Thinking..."
-    # Unlike DeepSeek (and ollamads), these servers think when the request does not say.
-    default = ollama_run(server, "tiny-v31:client", "hi")
-    assert default.returncode == 0 and default.stdout.startswith("Thinking...\n")
+    for args in ([thinker, "hi"], [thinker, "--think", "hi"]):
+        on = ollama_run(server, *args)
+        assert on.returncode == 0, on.stderr
+        assert on.stdout.startswith("Thinking...\n") and on.stdout.strip() != "Thinking...", args
+    refused = ollama_run(server, "tiny-v31:client", "--think", "hi")
+    assert refused.returncode != 0 and "does not support thinking" in refused.stderr
 
 
 @pytest.mark.integration

@@ -4,50 +4,49 @@ Every conversation in ``tests/conversations/`` is sent to both built Ollama line
 v0.32 "split") for each family it applies to, with ``"_debug_render_only": true``, and the
 server's ``_debug_info.rendered_template`` is compared with :func:`ollamads.reference.render_reference`
 (DeepSeek's Jinja template, leading BOS removed). The tiny models are registered the way
-``ollamads`` registers real ones: a Go TEMPLATE for all three families, and ``RENDERER deepseek3.1``
-for V3.1 too, under the catalog's names (the name matters, see 6.).
+``ollamads`` registers real ones, under the catalog's names (the name matters, see 6.): a Go
+TEMPLATE for every family; V3.1 under two names, the plain one (no thinking capability) and
+``NAME-think`` (a TEMPLATE, or ``RENDERER deepseek3.1`` with ``--template-mode renderer``).
 
 Where Ollama cannot be identical, the difference is pinned here, each as a named step applied to
 the expected text, never as a skip:
 
-1. **think unset is think on.** Since v0.12.4 Ollama sets ``think=true`` for a thinking-capable
-   model when the request has no ``think`` (server/routes.go), and a template cannot tell the two
-   apart. V3.1 requests without ``think`` therefore render like ``think: true``
-   (``...<｜Assistant｜><think>``), although DeepSeek's own default is non-thinking.
+1. **think unset is think on** for a thinking-capable name. Since v0.12.4 Ollama sets
+   ``think=true`` for such a model when the request has no ``think`` (server/routes.go), and a
+   template cannot tell the two apart. So V3.1's ``NAME-think`` renders ``<｜Assistant｜><think>``
+   without ``think``; the plain ``NAME`` has no thinking capability and renders DeepSeek's own
+   default, ``</think>`` (and ``think: true`` is refused there).
 2. **BOS.** Our TEMPLATEs emit none (the tokenizer adds it). ``RENDERER deepseek3.1`` writes BOS
    into the prompt (:func:`renderer_bos`): v0.30+ strips it before llama-server, but v0.24
    tokenizes it *and* adds its own, so two BOS tokens reach the model there
    (``test_renderer_bos_reaches_the_model_twice_on_v024``).
-3. **V3.1 tool definitions.** DeepSeek's template ignores ``tools``; its model card asks for a
-   "## Tools" description after the system prompt. Ollama's renderer writes that block and our
-   TEMPLATE the same words (:func:`with_tools_block`). Its ``Parameters`` JSON is Go's encoding of
-   Ollama's schema structs: their field order, unknown keys dropped, and in a TEMPLATE the
-   top-level ``properties`` sorted (a Go map) where the renderer keeps the client's order.
+3. **Tool definitions.** DeepSeek's templates ignore ``tools``; V3.1's model card asks for a
+   "## Tools" description after the system prompt, and R1 and V3 get the same block (DeepSeek
+   documents none for them). Ollama's renderer writes that block and our TEMPLATEs the same
+   words (:func:`with_tools_block`). Its ``Parameters`` JSON is Go's encoding of Ollama's schema
+   structs: their field order, unknown keys dropped, and in a TEMPLATE the top-level
+   ``properties`` sorted (a Go map) where the renderer keeps the client's order.
 4. **Tool-call arguments** are Go JSON (see :mod:`ollamads.reference`); a TEMPLATE gets them as a
-   Go map, so their top-level keys come out sorted; the renderer and the GGUF path keep the
-   client's order.
+   Go map, so their top-level keys come out sorted; the renderer keeps the client's order.
 5. **Consecutive messages of one role** (except tool results) reach a Go TEMPLATE merged into one,
-   joined by a blank line (template.collate, :func:`ollama_collate`); renderer and GGUF paths see
-   them apart.
+   joined by a blank line (template.collate, :func:`ollama_collate`); the renderer sees them apart.
 6. **Models named deepseek-r1** (how ollamads names R1) get their earlier assistant turns'
    leading ``<think>...</think>`` and the whitespace after it cut by Ollama itself before any
    template runs (server/routes.go filterThinkTags, :func:`ollama_filter_think_tags`); DeepSeek's
    template keeps that whitespace.
-7. **v0.30+ picks the GGUF's own template for R1 and V3.** Their Jinja template mentions
-   ``tool_calls``, so Ollama credits it with the ``tools`` capability; our TEMPLATEs do not
-   reference ``.Tools`` (DeepSeek's templates never describe tools), so the GGUF template "shows
-   more capabilities" and wins unless ``OLLAMA_GO_TEMPLATE=1``: the prompt comes from
-   llama-server's Jinja engine. It is DeepSeek's template itself, so it conforms with no collate
-   and ordered arguments, but those models then list ``tools`` (tool definitions are accepted
-   and never shown to the model, as in DeepSeek's template; v0.24 refuses them), and a final
-   assistant message is continued instead of closed (:func:`llama_server_prefill`). With
-   ``OLLAMA_GO_TEMPLATE=1`` our TEMPLATEs are used and conform like on v0.24.
+7. **Whatever template the GGUF embeds**, the server renders ours. v0.30+ prefers a GGUF's Jinja
+   template that shows more capabilities than the TEMPLATE (server/images.go
+   shouldPreferChatTemplate); our TEMPLATEs reference ``.Suffix`` (DeepSeek's fill-in-the-middle
+   format), which counts as the "insert" capability that no Jinja template can show, so they
+   always win. ``test_a_foreign_gguf_template_is_not_used`` proves it with a GGUF carrying another
+   template, and shows that without ``.Suffix`` that template would take over.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,19 +56,43 @@ import requests
 
 from ollamads.catalog.families import BOS, get_family
 from ollamads.gguf.merge import merge
-from ollamads.ollama.modelfile import ModelDefinition, go_template
+from ollamads.gguf.retemplate import rewrite_chat_template
+from ollamads.ollama.api import OllamaAPI
+from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
 from tests.support.reference import go_json, render_reference, to_hf_messages
 from ollamads.ollama.register import register
 from ollamads.ollama.versions import ServerInfo
 from ollamads.ollama.serve import OllamaServe
-from ollamads.tiny import write_tiny_shards
-
-from tests.conftest import ollama_binary
+from ollamads.tiny import write_tiny_model, write_tiny_shards
 
 CORPUS_DIR = Path(__file__).parent / "conversations"
 #: The catalog's model names: Ollama treats a model called deepseek-r1 specially (pin 6).
 MODEL_NAMES = {"v3.1": "deepseek-v3.1", "r1": "deepseek-r1", "v3": "deepseek-v3-0324"}
-VARIANTS = (("v3.1", "template"), ("v3.1", "renderer"), ("r1", "template"), ("v3", "template"))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered name: its family, its prompt format, and whether Ollama sees it as
+    thinking-capable (V3.1: the plain name is not, ``NAME-think`` is)."""
+
+    family: str
+    mode: str
+    thinking: bool
+
+    @property
+    def id(self) -> str:
+        if self.family != "v3.1":
+            return self.family
+        return f"v3.1-think-{self.mode}" if self.thinking else "v3.1-plain"
+
+
+VARIANTS = (
+    Variant("v3.1", "template", thinking=False),
+    Variant("v3.1", "template", thinking=True),
+    Variant("v3.1", "renderer", thinking=True),
+    Variant("r1", "template", thinking=True),
+    Variant("v3", "template", thinking=False),
+)
 #: Random weights rarely stop; the context must hold the longest conversation, or Ollama would
 #: silently drop its oldest turns.
 TINY_PARAMETERS = {"num_predict": 8, "num_ctx": 8192}
@@ -77,6 +100,8 @@ TINY_PARAMETERS = {"num_predict": 8, "num_ctx": 8192}
 THINK_DEFAULT_ON_VERSION = (0, 12, 4)
 #: Since this version (llama-server runner) a GGUF Jinja template may win over a TEMPLATE (pin 7).
 GGUF_TEMPLATE_PREFERENCE_VERSION = (0, 30, 0)
+#: What Ollama credits every one of our TEMPLATEs with (.Tools, .Suffix), thinking aside.
+TEMPLATE_CAPABILITIES = {"completion", "tools", "insert"}
 REQUEST_TIMEOUT_S = 120
 #: Ollama's thinking parser trims with Go's unicode.IsSpace.
 _GO_SPACE = (
@@ -117,22 +142,14 @@ TOOL_CASES = [c for c in CORPUS if c.tools]
 # --- what Ollama does before or instead of a template (the pins) ------------------------------
 
 
-def template_source(
-    info: ServerInfo, family: str, mode: str, *, go_template_env: bool = False
-) -> str:
-    """Which prompt builder the server uses for our registered model (pin 7)."""
-    if mode == "renderer":
-        return "renderer"
-    # Only R1's and V3's GGUF templates show more capabilities than our TEMPLATE (tools).
-    newer = info.version_tuple >= GGUF_TEMPLATE_PREFERENCE_VERSION
-    if newer and family in ("r1", "v3") and not go_template_env:
-        return "gguf_chat_template"
-    return "go_template"
+def template_source(variant: Variant) -> str:
+    """Which prompt builder the server uses for our registered name (pin 7: never the GGUF's)."""
+    return "renderer" if variant.mode == "renderer" else "go_template"
 
 
-def effective_think(info: ServerInfo, family: str, think: bool | None) -> bool | None:
-    """Pin 1: no ``think`` means think=true for a thinking model on Ollama >= 0.12.4."""
-    if think is None and get_family(family).can_think:
+def effective_think(info: ServerInfo, variant: Variant, think: bool | None) -> bool | None:
+    """Pin 1: no ``think`` means think=true for a thinking-capable name on Ollama >= 0.12.4."""
+    if think is None and variant.thinking:
         return True if info.version_tuple >= THINK_DEFAULT_ON_VERSION else None
     return think
 
@@ -258,34 +275,19 @@ def renderer_bos(expected: str) -> str:
     return BOS + expected
 
 
-def llama_server_prefill(
-    family: str, messages: Sequence[Mapping[str, Any]], think: bool | None
-) -> str:
-    """Pin 7: llama-server continues a final assistant message (continue_final_message): the
-    earlier messages with the generation prompt, then the content as is, no end-of-sentence; a
-    generation prompt that opens <think> gets an empty reasoning block, its newline dropped."""
-    head = render_reference(family, messages[:-1], thinking=think)
-    if head.endswith("<think>\n"):
-        head = head[: -len("\n")] + "</think>"
-    return head + messages[-1].get("content", "")
-
-
-def expected_prompt(
-    info: ServerInfo, family: str, mode: str, case: Conversation, *, go_template_env: bool = False
-) -> str:
-    source = template_source(info, family, mode, go_template_env=go_template_env)
-    think = effective_think(info, family, case.think)
+def expected_prompt(info: ServerInfo, variant: Variant, case: Conversation) -> str:
+    source = template_source(variant)
+    think = effective_think(info, variant, case.think)
     messages = [dict(m) for m in case.messages]
-    if family == "r1":
+    if variant.family == "r1":
         messages = ollama_filter_think_tags(messages)
     if source == "go_template":
         messages = ollama_collate(messages)
-    if source == "gguf_chat_template" and messages[-1]["role"] == "assistant":
-        return llama_server_prefill(family, messages, think)
     expected = render_reference(
-        family, messages, tools=case.tools, thinking=think, sort_argument_keys=source == "go_template"
+        variant.family, messages, tools=case.tools, thinking=think,
+        sort_argument_keys=source == "go_template",
     )
-    if case.tools and family == "v3.1":
+    if case.tools:
         expected = with_tools_block(
             expected, messages, case.tools, sort_properties=source == "go_template"
         )
@@ -331,12 +333,16 @@ def capabilities(serve: OllamaServe, model: str) -> set[str]:
     return set(response.json()["capabilities"])
 
 
-ModelFactory = Callable[[OllamaServe, str, str], str]
+ModelFactory = Callable[[OllamaServe, Variant], str]
+
+
+def _registered_name(plain: str, variant: Variant) -> str:
+    return thinking_name(plain) if variant.family == "v3.1" and variant.thinking else plain
 
 
 @pytest.fixture(scope="session")
 def conformance_models(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory:
-    """Registers each (server, family, mode) once per session and returns the model name."""
+    """Registers each (server, family, mode) once per session and returns the variant's name."""
     root = tmp_path_factory.mktemp("conformance")
     files: dict[tuple[str, str], list[Path]] = {}
     registered: dict[tuple[str, str, str], str] = {}
@@ -352,42 +358,21 @@ def conformance_models(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory
                 files[(family, line)] = shards
         return files[(family, line)]
 
-    def model(serve: OllamaServe, family: str, mode: str) -> str:
-        key = (serve.url, family, mode)
+    def model(serve: OllamaServe, variant: Variant) -> str:
+        key = (serve.url, variant.family, variant.mode)
         if key not in registered:
             info = serve.info
             assert info is not None
-            name = f"{MODEL_NAMES[family]}:conformance-{mode}"
+            name = f"{MODEL_NAMES[variant.family]}:conformance-{variant.mode}"
             definition = ModelDefinition.for_family(
-                name, get_family(family), gguf_files(family, info.line),
-                server=info, mode=mode, parameters=TINY_PARAMETERS,  # type: ignore[arg-type]
+                name, get_family(variant.family), gguf_files(variant.family, info.line),
+                server=info, mode=variant.mode, parameters=TINY_PARAMETERS,  # type: ignore[arg-type]
             )
             register(info, definition)
             registered[key] = name
-        return registered[key]
+        return _registered_name(registered[key], variant)
 
     return model
-
-
-@pytest.fixture(scope="module")
-def _go_template_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServe]:
-    root = tmp_path_factory.mktemp("ollama-split-go-template")
-    serve = OllamaServe(
-        root / "models",
-        binary=ollama_binary("split"),
-        log_path=root / "serve.log",
-        env={"HOME": str(root), "OLLAMA_KEEP_ALIVE": "5m", "OLLAMA_GO_TEMPLATE": "1"},
-    )
-    serve.start()
-    yield serve
-    serve.stop()
-
-
-@pytest.fixture
-def go_template_server(request: pytest.FixtureRequest, _go_template_serve: OllamaServe) -> OllamaServe:
-    """A v0.30+ server with OLLAMA_GO_TEMPLATE=1; its log is attached to failing tests."""
-    request.node.__dict__.setdefault("_ollama_servers", []).append(_go_template_serve)
-    return _go_template_serve
 
 
 # --- the corpus itself (no server) ------------------------------------------------------------
@@ -407,10 +392,11 @@ def test_corpus_covers_what_the_brief_asks_for() -> None:
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in m.get("content", "")) for m in messages)
     assert any(any(ord(ch) > 0xFFFF for ch in m.get("content", "")) for m in messages)
     assert any(m["content"] == "" and not m.get("tool_calls") for m in messages)
+    for family in MODEL_NAMES:
+        assert any(family in c.families for c in TOOL_CASES), f"no tools case for {family}"
     for case in CORPUS:
         assert set(case.families) <= set(MODEL_NAMES), case.name
         assert not (case.think and "v3" in case.families), f"{case.name}: V3 cannot think"
-        assert not (case.tools and set(case.families) - {"v3.1"}), f"{case.name}: see test_r1_v3_tools"
 
 
 @pytest.mark.parametrize("family", sorted(MODEL_NAMES))
@@ -461,102 +447,97 @@ def test_ollama_normalisations() -> None:
 # --- against the real servers -------------------------------------------------------------------
 
 CONFORMANCE_CASES = [
-    pytest.param(family, mode, case, id=f"{family}-{mode}-{case.name}")
-    for family, mode in VARIANTS
+    pytest.param(variant, case, id=f"{variant.id}-{case.name}")
+    for variant in VARIANTS
     for case in CORPUS
-    if family in case.families
+    if variant.family in case.families and (variant.thinking or not case.think)
+]
+#: The plain V3.1 name is asked to think: the server refuses (the thinking name is NAME-think).
+REFUSED_CASES = [
+    pytest.param(variant, case, id=f"{variant.id}-{case.name}")
+    for variant in VARIANTS
+    for case in CORPUS
+    if variant.family in case.families and case.think and not variant.thinking
 ]
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("family", "mode", "case"), CONFORMANCE_CASES)
+@pytest.mark.parametrize(("variant", "case"), CONFORMANCE_CASES)
 def test_rendered_prompt_is_deepseeks(
-    ollama_server: OllamaServe,
-    conformance_models: ModelFactory,
-    family: str,
-    mode: str,
-    case: Conversation,
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant, case: Conversation
 ) -> None:
     info = ollama_server.info
     assert info is not None
-    model = conformance_models(ollama_server, family, mode)
-    assert rendered(ollama_server, model, case) == expected_prompt(info, family, mode, case)
-
-
-def expected_capabilities(
-    info: ServerInfo, family: str, mode: str, *, go_template_env: bool = False
-) -> set[str]:
-    caps = {"completion"}
-    if get_family(family).can_think:
-        caps.add("thinking")
-    source = template_source(info, family, mode, go_template_env=go_template_env)
-    # Our V3.1 TEMPLATE and the renderer describe tools; the GGUF's Jinja template merely
-    # mentions tool_calls, which is enough for Ollama (pin 7).
-    if family == "v3.1" or source == "gguf_chat_template":
-        caps.add("tools")
-    return caps
+    model = conformance_models(ollama_server, variant)
+    assert rendered(ollama_server, model, case) == expected_prompt(info, variant, case)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("family", "mode"), VARIANTS, ids=[f"{f}-{m}" for f, m in VARIANTS])
+@pytest.mark.parametrize(("variant", "case"), REFUSED_CASES)
+def test_the_plain_v31_name_refuses_to_think(
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant, case: Conversation
+) -> None:
+    model = conformance_models(ollama_server, variant)
+    response = render_only(ollama_server, model, case)
+    assert response.status_code == 400
+    assert response.json()["error"] == f'"{model}" does not support thinking'
+
+
+def expected_capabilities(variant: Variant) -> set[str]:
+    """Every TEMPLATE references .Tools and .Suffix; the renderer's name also carries the plain
+    name's TEMPLATE (made ``from`` it), and PARSER deepseek3 adds tools and thinking."""
+    return TEMPLATE_CAPABILITIES | ({"thinking"} if variant.thinking else set())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
 def test_capabilities(
-    ollama_server: OllamaServe, conformance_models: ModelFactory, family: str, mode: str
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant
 ) -> None:
-    info = ollama_server.info
-    assert info is not None
-    caps = capabilities(ollama_server, conformance_models(ollama_server, family, mode))
-    assert caps == expected_capabilities(info, family, mode)
-    assert ("thinking" in caps) == (family != "v3")
-    uses_go_template = template_source(info, family, mode) == "go_template"
-    if uses_go_template:
-        assert ("tools" in caps) == (".Tools" in go_template(get_family(family).go_template))
+    model = conformance_models(ollama_server, variant)
+    caps = capabilities(ollama_server, model)
+    assert caps == expected_capabilities(variant)
+    assert ("thinking" in caps) == (variant.family == "r1" or variant.thinking)
+    if variant.mode == "template":
+        shown = OllamaAPI(ollama_server.url).show(model)
+        assert shown is not None
+        assert shown["template"] == go_template(
+            get_family(variant.family).go_template, thinking=variant.thinking
+        )
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("family", ["r1", "v3"])
-@pytest.mark.parametrize("case", TOOL_CASES, ids=[c.name for c in TOOL_CASES])
-def test_r1_v3_tools(
-    ollama_server: OllamaServe, conformance_models: ModelFactory, family: str, case: Conversation
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.thinking], ids=lambda v: v.id)
+def test_think_unset_renders_as_think_on(
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant
 ) -> None:
-    """Pin 7: tool definitions for R1/V3 are refused on v0.24 and accepted but never shown on v0.30+."""
-    info = ollama_server.info
-    assert info is not None
-    model = conformance_models(ollama_server, family, "template")
-    think = None if family == "v3" else case.think
-    probe = Conversation(case.name, case.messages, case.tools, think, (family,))
-    response = render_only(ollama_server, model, probe)
-    if template_source(info, family, "template") == "go_template":
-        assert response.status_code == 400
-        assert response.json()["error"].endswith(f"{model} does not support tools")
-    else:
-        assert response.status_code == 200, response.text
-        expected = expected_prompt(info, family, "template", probe)
-        assert response.json()["_debug_info"]["rendered_template"] == expected
-        assert "## Tools" not in expected and "get_weather\nDescription" not in expected
+    """Pin 1, asked directly: on a thinking-capable name no ``think`` is ``think: true``."""
+    model = conformance_models(ollama_server, variant)
+    unset, on = (rendered(ollama_server, model, one_turn("hi", think=t)) for t in (None, True))
+    assert unset == on
+
+
+@pytest.mark.integration
+def test_v31_plain_name_answers_without_thinking_by_default(
+    ollama_server: OllamaServe, conformance_models: ModelFactory
+) -> None:
+    """What every client that does not send ``think`` gets: DeepSeek's own default."""
+    plain = conformance_models(ollama_server, VARIANTS[0])
+    thinker = conformance_models(ollama_server, VARIANTS[1])
+    unset, off = (rendered(ollama_server, plain, one_turn("hi", think=t)) for t in (None, False))
+    assert unset == off and unset.endswith("<｜User｜>hi<｜Assistant｜></think>")
+    assert rendered(ollama_server, thinker, one_turn("hi", think=None)).endswith("<｜Assistant｜><think>")
+    assert rendered(ollama_server, thinker, one_turn("hi", think=False)) == off
 
 
 @pytest.mark.integration
 def test_v3_cannot_be_asked_to_think(
     ollama_server: OllamaServe, conformance_models: ModelFactory
 ) -> None:
-    model = conformance_models(ollama_server, "v3", "template")
+    model = conformance_models(ollama_server, VARIANTS[-1])
     response = render_only(ollama_server, model, one_turn("hi", think=True))
     assert response.status_code == 400
     assert "does not support thinking" in response.json()["error"]
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("mode", ["template", "renderer"])
-def test_v31_think_unset_renders_as_think_on(
-    ollama_server: OllamaServe, conformance_models: ModelFactory, mode: str
-) -> None:
-    """Pin 1, asked directly: no ``think`` gives the same prompt as ``think: true``."""
-    model = conformance_models(ollama_server, "v3.1", mode)
-    unset, on, off = (
-        rendered(ollama_server, model, one_turn("hi", think=think)) for think in (None, True, False)
-    )
-    assert unset == on != off
-    assert unset.endswith("<｜Assistant｜><think>") and off.endswith("<｜Assistant｜></think>")
 
 
 @pytest.mark.integration
@@ -567,12 +548,12 @@ def test_renderer_bos_reaches_the_model_twice_on_v024(
     info = ollama_server.info
     assert info is not None
     counts = {}
-    for mode in ("template", "renderer"):
-        model = conformance_models(ollama_server, "v3.1", mode)
+    for variant in VARIANTS[1:3]:  # NAME-think as a TEMPLATE and with the renderer
+        model = conformance_models(ollama_server, variant)
         body = chat_body(model, one_turn("bos check", think=False), options={"num_predict": 1})
         response = requests.post(f"{ollama_server.url}/api/chat", json=body, timeout=REQUEST_TIMEOUT_S)
         assert response.status_code == 200, response.text
-        counts[mode] = response.json()["prompt_eval_count"]
+        counts[variant.mode] = response.json()["prompt_eval_count"]
     if info.accepts_split_gguf:
         assert counts["renderer"] == counts["template"]  # LeadingBOS stripped before llama-server
     else:
@@ -581,35 +562,104 @@ def test_renderer_bos_reaches_the_model_twice_on_v024(
         assert "adding bos token to prompt which already has it" in log
 
 
-GO_TEMPLATE_CASES = [
-    pytest.param(family, case, id=f"{family}-{case.name}")
-    for family in ("r1", "v3")
-    for case in CORPUS
-    if family in case.families
-]
+# --- a GGUF that carries someone else's template (pin 7) -------------------------------------------
+
+#: Another chat format that, by Ollama's reading of it, takes tools (with a tool round trip) and
+#: thinks: the most a GGUF's template can claim. Ours must still be the one rendered.
+FOREIGN_TEMPLATE = (
+    "{%- for message in messages -%}"
+    '{%- if message.role == "tool" -%}<|tool_result|>{{ message.content }}'
+    "{%- elif message.tool_calls -%}<|assistant|>{{ message.tool_calls | tojson }}"
+    "{%- else -%}<|{{ message.role }}|>{{ message.content }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if tools %}<|tools|>{{ tools | tojson }}{% endif -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% else %}<think>\n{% endif %}"
+    "{%- endif -%}"
+)
+FOREIGN_CASES = [c for c in CORPUS if c.name in ("02_system_user", "28_tools_round_trip")]
+#: The TEMPLATE's fill-in-the-middle branch: without it Ollama credits no "insert" capability.
+FIM_BRANCH = (
+    "{{- if .Suffix }}<｜fim▁begin｜>{{ .Prompt }}<｜fim▁hole｜>{{ .Suffix }}<｜fim▁end｜>\n"
+    "{{- else }}\n"
+)
+
+
+@pytest.fixture(scope="session")
+def foreign_gguf(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """The tiny model of a family with FOREIGN_TEMPLATE as its chat template. Another ``seed``
+    gives other bytes, hence another blob: Ollama v0.30+ shares one llama-server among the
+    models on a blob, started for whichever came first (with or without its Jinja engine)."""
+    root = tmp_path_factory.mktemp("foreign")
+
+    def path(family: str, seed: int = 0) -> Path:
+        out = root / f"{family}-{seed}-foreign.gguf"
+        if not out.exists():
+            plain = write_tiny_model(root / f"{family}-{seed}.gguf", family, seed=seed)
+            rewrite_chat_template(plain, out, FOREIGN_TEMPLATE)
+        return out
+
+    return path
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("family", "case"), GO_TEMPLATE_CASES)
-def test_go_template_env_keeps_our_template_on_v030(
-    go_template_server: OllamaServe, conformance_models: ModelFactory, family: str, case: Conversation
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
+def test_a_foreign_gguf_template_is_not_used(
+    ollama_server: OllamaServe, foreign_gguf: Callable[..., Path], variant: Variant
 ) -> None:
-    """Pin 7, other side: with OLLAMA_GO_TEMPLATE=1 the R1/V3 TEMPLATEs run on v0.30+ too."""
-    info = go_template_server.info
-    assert info is not None and info.accepts_split_gguf
-    model = conformance_models(go_template_server, family, "template")
-    expected = expected_prompt(info, family, "template", case, go_template_env=True)
-    assert rendered(go_template_server, model, case) == expected
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("family", ["r1", "v3"])
-def test_go_template_env_capabilities(
-    go_template_server: OllamaServe, conformance_models: ModelFactory, family: str
-) -> None:
-    info = go_template_server.info
+    info = ollama_server.info
     assert info is not None
-    model = conformance_models(go_template_server, family, "template")
-    caps = capabilities(go_template_server, model)
-    assert caps == expected_capabilities(info, family, "template", go_template_env=True)
-    assert "tools" not in caps
+    name = f"foreign-{variant.family.replace('.', '')}:{variant.mode}"
+    definition = ModelDefinition.for_family(
+        name, get_family(variant.family), [foreign_gguf(variant.family)], server=info,
+        mode=variant.mode, parameters=TINY_PARAMETERS,  # type: ignore[arg-type]
+    )
+    register(info, definition)
+    model = _registered_name(name, variant)
+    for case in FOREIGN_CASES:
+        if variant.family in case.families:
+            assert rendered(ollama_server, model, case) == expected_prompt(info, variant, case)
+    assert capabilities(ollama_server, model) == expected_capabilities(variant)
+
+
+@pytest.mark.integration
+def test_without_suffix_the_foreign_template_takes_over_on_v030(
+    ollama_server: OllamaServe, foreign_gguf: Callable[..., Path]
+) -> None:
+    """The control: the plain V3.1 TEMPLATE minus its .Suffix branch loses to the GGUF's
+    template on v0.30+ (which then thinks by default again); v0.24 has no such path."""
+    info = ollama_server.info
+    assert info is not None
+    definition = ModelDefinition.for_family(
+        "foreign-nosuffix:test", get_family("v3.1"), [foreign_gguf("v3.1", seed=1)], server=info,
+        parameters=TINY_PARAMETERS,
+    )
+    template = definition.template or ""
+    assert template.count(FIM_BRANCH) == 1 and template.endswith("\n{{- end }}")
+    without = template.replace(FIM_BRANCH, "")[: -len("\n{{- end }}")]
+    api = OllamaAPI(ollama_server.url)
+    digest = "sha256:" + hashlib.sha256(definition.files[0].read_bytes()).hexdigest()
+    api.push_blob(definition.files[0], digest)
+    api.create({**definition.create_request({definition.files[0].name: digest}), "template": without})
+    prompt = rendered(ollama_server, definition.name, one_turn("hi", think=None))
+    if info.version_tuple >= GGUF_TEMPLATE_PREFERENCE_VERSION:
+        assert prompt == "<|user|>hi<|assistant|><think>\n"
+    else:
+        assert prompt == "<｜User｜>hi<｜Assistant｜></think>"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.mode == "template"], ids=lambda v: v.id)
+def test_a_suffix_renders_deepseeks_fill_in_the_middle(
+    ollama_server: OllamaServe, conformance_models: ModelFactory, variant: Variant
+) -> None:
+    """What ``.Suffix`` is there for: ``/api/generate`` with a suffix, in DeepSeek's PSM format."""
+    model = conformance_models(ollama_server, variant)
+    body = {"model": model, "prompt": "def add(a, b):\n", "suffix": "\n    return total\n",
+            "stream": False, "_debug_render_only": True}
+    response = requests.post(f"{ollama_server.url}/api/generate", json=body, timeout=REQUEST_TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    assert response.json()["_debug_info"]["rendered_template"] == (
+        "<｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n    return total\n<｜fim▁end｜>"
+    )

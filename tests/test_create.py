@@ -110,7 +110,9 @@ def test_create_cli_delete_shards_and_rerun(
             "--host", ollama_server.url, "--delete-shards", "-p", "num_predict=8"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ollama run term:test")
+    # V3.1-Terminus: the plain name, then the thinking name on the same blobs.
+    assert [line.split("#")[0].strip() for line in result.stdout.strip().splitlines()[-2:]] == [
+        "ollama run term:test", "ollama run term:test-think"]
     assert "deleted the downloaded files (6) now that the server has term:test" in result.stderr
     home = Path(os.environ["OLLAMADS_HOME"])
     assert sorted(p.name for p in home.rglob("*.gguf")) == []
@@ -121,6 +123,7 @@ def test_create_cli_delete_shards_and_rerun(
     assert again.returncode == 0, again.stderr
     assert stub.bytes_served() == served, "the shards were fetched again after --delete-shards"
     assert "already registered" in again.stderr
+    assert again.stdout.strip().splitlines()[-1].startswith("ollama run term:test-think")
 
 
 @pytest.mark.parametrize(

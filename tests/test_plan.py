@@ -286,8 +286,10 @@ def test_bad_figures(capsys: pytest.CaptureFixture[str], v3_file: Path, no_serve
 
 def test_kv_type_whose_blocks_do_not_divide_the_rows(capsys: pytest.CaptureFixture[str],
                                                     tmp_path: Path, no_server: None) -> None:
-    # The tiny model's K rows are 64 + 16 = 80 wide; llama.cpp refuses q8_0 (blocks of 32).
-    tiny = write_tiny_model(tmp_path / "tiny.gguf")
+    # K rows of 64 + 16 = 80 (a rope dimension of 16): llama.cpp refuses q8_0 (blocks of 32).
+    from ollamads.tiny import TinyModelSpec
+
+    tiny = write_tiny_model(tmp_path / "tiny.gguf", spec=TinyModelSpec("v3.1", qk_rope_head_dim=16))
     err = one_line_error(capsys, "plan", str(tiny), "--kv-type", "q8_0", "--ram", "8G")
     assert "not whole 32-element blocks" in err and "--kv-type f16" in err
 

@@ -23,7 +23,7 @@ SPEC = "r1:IQ1_S"
 #: K rows of 256 + 32: whole blocks of q8_0, the KV type the plan assumes.
 DIMS = DeepSeek2Dims(n_layer=4, n_dense_lead=1, n_embd=256, n_ff=512, n_head=4, q_lora_rank=256,
                      kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
-                     n_expert=8, n_expert_shared=1, n_ff_exp=256, n_vocab=512)
+                     n_expert=8, n_expert_shared=1, n_ff_exp=256, n_vocab=4096)
 
 
 def test_create_plan_parameters(capsys: pytest.CaptureFixture[str], ollama_server: OllamaServe,

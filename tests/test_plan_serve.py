@@ -54,7 +54,7 @@ exec "$dir/llama-server.real" "$@"
 #: K rows of 256 + 32 (whole blocks of any cache type).
 DIMS = DeepSeek2Dims(n_layer=4, n_dense_lead=1, n_embd=1024, n_ff=2048, n_head=8, q_lora_rank=256,
                      kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
-                     n_expert=32, n_expert_shared=1, n_ff_exp=1024, n_vocab=2048)
+                     n_expert=32, n_expert_shared=1, n_ff_exp=1024, n_vocab=4096)
 CTX = 4096
 NAME = "planned:test"
 

@@ -38,41 +38,86 @@ def environ(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
-def test_serve_environment_and_stop(tmp_path: Path) -> None:
+def start_ollamads_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], int, str]:
+    """``ollamads serve`` on a free port, once it says ready: (process, port, its stderr)."""
     port = free_port()
-    models = tmp_path / "store"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ollamads", "serve", "--models", str(models),
+        [sys.executable, "-m", "ollamads", "serve", "--models", str(tmp_path / "store"),
          "--host", f"127.0.0.1:{port}", "--ollama", ollama_binary("split")],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "HOME": str(tmp_path)},
     )
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        if line.strip() == "ready" or not line:
+            break
+    assert lines[-1].strip() == "ready", "".join(lines)
+    return proc, port, "".join(lines)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie waiting for its (new) parent."""
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            lines.append(line)
-            if line.strip() == "ready" or not line:
-                break
-        assert lines[-1].strip() == "ready", "".join(lines)
-        text = "".join(lines)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_serve_environment_and_stop(tmp_path: Path) -> None:
+    proc, port, text = start_ollamads_serve(tmp_path)
+    try:
         assert f"OLLAMA_BASE_URL=http://127.0.0.1:{port}" in text
+        assert f"ollamads webui --host http://127.0.0.1:{port}" in text
         assert requests.get(f"http://127.0.0.1:{port}/api/version", timeout=5).ok
 
         (server_pid,) = child_pids(proc.pid)
         env = environ(server_pid)
         for key, value in MODEL_ENVIRONMENT.items():
             assert env[key] == value
-        assert env["OLLAMA_MODELS"] == str(models)
+        assert env["OLLAMA_MODELS"] == str(tmp_path / "store")
         assert env["OLLAMA_HOST"] == f"127.0.0.1:{port}"
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
-        assert not Path(f"/proc/{server_pid}").exists() or "Z" in Path(f"/proc/{server_pid}/stat").read_text().split()[2]
+        assert gone(server_pid)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_ollama_serve_too(tmp_path: Path, sig: signal.Signals) -> None:
+    """A service manager's SIGTERM, a closed terminal's SIGHUP: `ollama serve` goes as well."""
+    proc, port, _ = start_ollamads_serve(tmp_path)
+    try:
+        (server_pid,) = child_pids(proc.pid)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 128 + sig
+        assert gone(server_pid), f"ollama serve ({server_pid}) outlived ollamads serve"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_ollama_serve_dies_with_a_killed_ollamads_serve(tmp_path: Path) -> None:
+    """SIGKILL leaves nothing to forward: the kernel's parent-death signal stops the child."""
+    proc, port, _ = start_ollamads_serve(tmp_path)
+    (server_pid,) = child_pids(proc.pid)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert wait_gone(server_pid), f"ollama serve ({server_pid}) outlived a killed ollamads serve"
 
 
 def test_models_dir_not_writable(tmp_path: Path) -> None:

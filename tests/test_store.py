@@ -187,7 +187,9 @@ def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
         assert LocalStore(server.models_dir).has_blob(layer["digest"], layer["size"])
     run = _cli(server, "run", "--verbose", "direct:prune", "hi")
     assert run.returncode == 0 and "eval count" in run.stderr, run.stderr
+    # V3.1 has a second name on the same blobs (thinking by default): both must go.
     assert _cli(server, "rm", "direct:prune").returncode == 0
+    assert _cli(server, "rm", "direct:prune-think").returncode == 0
     left = [p.name for p in (server.models_dir / "blobs").iterdir()]
     assert left == [], f"rm left blobs behind: {left}"
 

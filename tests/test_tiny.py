@@ -37,6 +37,8 @@ BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
+#: MLA's per-head query/key size llama-cli reports (qk_nope + qk_rope).
+K_MLA = TinyModelSpec("v3.1").qk_nope_head_dim + TinyModelSpec("v3.1").qk_rope_head_dim
 CHAT = [
     {"role": "system", "content": "SYS"},
     {"role": "user", "content": "Q1"},
@@ -297,7 +299,7 @@ def test_llama_cli_loads_and_generates(tmp_path: Path, family: str) -> None:
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     for pattern in (r"arch\s+=\s+deepseek2", r"expert_gating_func\s+=\s+sigmoid",
-                    r"n_layer_dense_lead\s+=\s+1", r"n_embd_head_k_mla\s+=\s+48",
+                    r"n_layer_dense_lead\s+=\s+1", rf"n_embd_head_k_mla\s+=\s+{K_MLA}",
                     r"rope scaling\s+=\s+yarn", r"n_expert_groups\s+=\s+2"):
         assert re.search(pattern, log), pattern
     assert re.search(r"Generation:", result.stdout), result.stdout[-2000:]
@@ -389,3 +391,28 @@ def test_llama_server_thinking_switch_and_chat(tmp_path: Path) -> None:
         plain = chat(False)
         assert plain["usage"]["completion_tokens"] == 8
         assert not plain["choices"][0]["message"].get("reasoning_content")
+
+
+def _apply_bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Textbook BPE: merge the lowest-ranked adjacent pair until none is in ``ranks``."""
+    parts = list(word)
+    while True:
+        pairs = [(ranks[p], i) for i, p in enumerate(zip(parts, parts[1:])) if p in ranks]
+        if not pairs:
+            return parts
+        _, i = min(pairs)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
+def test_the_vocabulary_writes_every_listed_word_as_one_token() -> None:
+    from ollamads.tiny import ADDED_TOKENS
+    from ollamads.tiny_tokenizer import learn_merges, merges, training_words
+
+    learnt = merges()
+    assert learnt == learn_merges(training_words())  # deterministic
+    ranks = {tuple(m.split(" ")): i for i, m in enumerate(learnt)}
+    words = training_words()
+    assert all(_apply_bpe(w, ranks) == [w] for w in words)
+    assert {"Ġdescription", '":"', "Ġtimestamp"} <= set(words)
+    tokens, _ = tokenizer_vocab()
+    assert len(tokens) == len(set(tokens)) == 3 + 256 + len(learnt) + len(ADDED_TOKENS)

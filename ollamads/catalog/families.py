@@ -1,9 +1,10 @@
 """The three DeepSeek prompt families and what each needs from Ollama.
 
 V3.1 and V3.1-Terminus share one hybrid format (thinking on request); R1 and R1-0528 always
-reason; V3 and V3-0324 never do. Sampling defaults are the ones Unsloth's guides and DeepSeek's
-model cards recommend (the guides are listed in catalog.toml's [sources]). The special tokens use
-U+FF5C and U+2581, never ASCII ``|`` or ``_``: copy them from here, not from web pages.
+reason; V3 and V3-0324 never do. Every family accepts tools (described in V3.1's documented
+format, templates/go/deepseek-tools.gotmpl). Sampling defaults are the ones Unsloth's guides and
+DeepSeek's model cards recommend (the guides are listed in catalog.toml's [sources]). The special
+tokens use U+FF5C and U+2581, never ASCII ``|`` or ``_``: copy them from here, not from web pages.
 """
 
 from __future__ import annotations
@@ -64,21 +65,23 @@ FAMILIES: Mapping[str, PromptFamily] = MappingProxyType(
             parameters=_params(temperature=0.6, top_p=0.95, min_p=0.01, num_ctx=16384),
         ),
         # Unsloth R1 guide: temperature 0.6, min_p 0.05 (suppresses rare tokens at 1.58 bit),
-        # DeepSeek's card: top_p 0.95; examples use an 8K context.
+        # DeepSeek's card: top_p 0.95. Its examples use an 8K context, but Open WebUI's built-in
+        # tool definitions alone take about 7K tokens: 16K, like V3.1 (MLA caches 576 values a
+        # token and layer, so 16K stays around a gigabyte at q8_0).
         "r1": PromptFamily(
             name="r1",
             go_template="deepseek-r1.gotmpl",
             chat_template="deepseek-r1.jinja",
             thinking="always",
-            parameters=_params(temperature=0.6, top_p=0.95, min_p=0.05, num_ctx=8192),
+            parameters=_params(temperature=0.6, top_p=0.95, min_p=0.05, num_ctx=16384),
         ),
-        # DeepSeek's V3-0324 card: temperature 0.3; Unsloth: min_p 0.01 works well.
+        # DeepSeek's V3-0324 card: temperature 0.3; Unsloth: min_p 0.01 works well. 16K as R1.
         "v3": PromptFamily(
             name="v3",
             go_template="deepseek-v3.gotmpl",
             chat_template="deepseek-v3.jinja",
             thinking="none",
-            parameters=_params(temperature=0.3, min_p=0.01, num_ctx=8192),
+            parameters=_params(temperature=0.3, min_p=0.01, num_ctx=16384),
         ),
     }
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollamads.catalog import CatalogEntry, load_catalog
-from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX, ModelDefinition
 from ollamads.ollama.versions import ServerInfo
 from ollamads.pins import pin
 from ollamads.gguf.shards import shard_name
@@ -42,12 +42,17 @@ def entry_definition(entry: CatalogEntry, server: ServerInfo) -> ModelDefinition
 
 
 def render_all() -> dict[str, str]:
-    """``{"deepseek-r1/IQ1_S.ollama-0.24.Modelfile": text, ...}`` for every entry and line."""
+    """``{"deepseek-r1/IQ1_S.ollama-0.24.Modelfile": text, ...}`` for every entry and line; a
+    V3.1 quant's thinking name as ``<QUANT>-think.<line>.Modelfile``."""
     rendered = {}
     for entry in load_catalog().entries():
         for line_name, server in LINES.items():
-            text = entry_definition(entry, server).modelfile(f"Ollama {line_name.removeprefix('ollama-')}")
-            rendered[f"{entry.model.key}/{entry.quant.name}.{line_name}.Modelfile"] = text
+            header = f"Ollama {line_name.removeprefix('ollama-')}"
+            definition = entry_definition(entry, server)
+            rendered[f"{entry.model.key}/{entry.quant.name}.{line_name}.Modelfile"] = definition.modelfile(header)
+            for companion in definition.companions:
+                key = f"{entry.model.key}/{entry.quant.name}{THINKING_TAG_SUFFIX}.{line_name}.Modelfile"
+                rendered[key] = companion.modelfile(header)
     return rendered
 
 

@@ -17,6 +17,7 @@ from ollamads.cli import (
     pipeline_commands,
     worker_commands,
     plan_commands,
+    webui_commands,
 )
 
 app = typer.Typer(
@@ -33,5 +34,6 @@ for module in (
     pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, chat_commands,
     worker_commands,
     plan_commands,
+    webui_commands,
 ):
     module.register(app)

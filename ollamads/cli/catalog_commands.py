@@ -126,10 +126,14 @@ def show_command(
 
     entry = resolve(model)
     (record,) = _records(refresh, [entry])
-    record["modelfiles"] = {
-        line: entry_definition(entry, server).modelfile(f"Ollama {line.removeprefix('ollama-')}")
-        for line, server in LINES.items()
-    }
+    modelfiles = {}
+    for line, server in LINES.items():
+        header = f"Ollama {line.removeprefix('ollama-')}"
+        definition = entry_definition(entry, server)
+        modelfiles[line] = definition.modelfile(header)
+        for companion in definition.companions:  # keyed by the name: "ollama-0.24 <name>-think"
+            modelfiles[f"{line} {companion.name}"] = companion.modelfile(header)
+    record["modelfiles"] = modelfiles
     if as_json:
         typer.echo(json.dumps(record, indent=1, ensure_ascii=False))
         return

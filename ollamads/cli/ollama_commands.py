@@ -22,7 +22,6 @@ from ollamads.cli._options import (
     VramOpt,
     choice_value,
 )
-from ollamads.cli._signals import exit_on_signals
 
 
 def register_command(
@@ -35,7 +34,10 @@ def register_command(
     host: HostOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Register local GGUF files with a running Ollama (blobs + create)."""
+    """Register local GGUF files with a running Ollama (blobs + create).
+
+    A V3.1 model also gets NAME-think on the same blobs, which thinks unless asked not to.
+    """
     from ollamads.catalog.families import get_family
     from ollamads.cli._progress import progress_display, stderr_console
     from ollamads.errors import OllamadsError
@@ -59,17 +61,23 @@ def register_command(
         name, get_family(family.value), list(shard_set.paths), server=server,
         mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
     )
-    text = definition.modelfile(f"Ollama {server.version}")
+    header = f"Ollama {server.version}"
     plan = plan_registration(server, list(shard_set.paths))
     if dry_run:
-        typer.echo(text, nl=False)
+        for each in (definition, *definition.companions):
+            typer.echo(each.modelfile(header), nl=False)
         typer.echo(f"# route: {plan.route} ({plan.store_reason})")
         return
     from ollamads.units import check_space
 
     check_space(plan.needs, name)
     if modelfile:
-        modelfile.write_text(text, encoding="utf-8")
+        from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX
+
+        modelfile.write_text(definition.modelfile(header), encoding="utf-8")
+        for companion in definition.companions:  # V3.1's thinking name: PATH-think
+            modelfile.with_name(modelfile.name + THINKING_TAG_SUFFIX).write_text(
+                companion.modelfile(header), encoding="utf-8")
     console = stderr_console()
     with progress_display(console) as progress:
         result = register_files(plan, definition, progress=progress,
@@ -78,10 +86,16 @@ def register_command(
         f"registered {result.name} ({result.route}: {result.bytes_written:,} bytes written into the "
         f"store, {result.bytes_uploaded:,} uploaded)", soft_wrap=True,
     )
-    typer.echo(f"ollama run {result.name}")
+    echo_run_lines(result.name, result.companions)
 
 
-@exit_on_signals()  # SIGTERM/SIGHUP stop the server too, like Ctrl-C
+def echo_run_lines(name: str, companions: tuple[str, ...]) -> None:
+    """The `ollama run` line of each registered name (V3.1: its thinking name too)."""
+    typer.echo(f"ollama run {name}")
+    for companion in companions:
+        typer.echo(f"ollama run {companion}    # thinks unless asked not to")
+
+
 def serve(
     models: ModelsDirOpt = None,
     host: Annotated[
@@ -105,7 +119,11 @@ def serve(
     ctx: CtxOpt = None,
     kv_type: KVTypeOpt = KVTypeChoice.q8_0,
 ) -> None:
-    """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it."""
+    """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it.
+
+    SIGINT, SIGTERM and SIGHUP are passed on to `ollama serve`, and it is stopped whenever this
+    command ends, so it never runs on alone.
+    """
     from ollamads.cli._progress import stderr_console
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
@@ -131,6 +149,7 @@ def serve(
         host=settings.bind,
         env=settings.environment,
         log_path=settings.models_dir / "serve.log",
+        die_with_parent=True,
     )
     info = server.start()
     try:
@@ -148,12 +167,16 @@ def serve(
         if head is not None:
             worker_commands.report_workers(console, head)
         typer.echo("ready", err=True)
-        assert server.process is not None
-        if head is not None:  # until the server exits
-            worker_commands.watch_workers(console, server, head)
-        server.process.wait()
+        if head is not None:  # until the server exits, in the background
+            import threading
+
+            threading.Thread(target=worker_commands.watch_workers, args=(console, server, head),
+                             daemon=True, name="ollamads-watch-workers").start()
+        stopped_by = server.wait()
     finally:
         server.stop()
+    if stopped_by is not None:
+        raise typer.Exit(128 + stopped_by)
 
 
 def register(app: typer.Typer) -> None:

@@ -76,7 +76,9 @@ def create(
         soft_wrap=True,
     )
     console.print(f"Modelfile: {result.modelfile}", soft_wrap=True)
-    typer.echo(f"ollama run {result.name}")
+    from ollamads.cli.ollama_commands import echo_run_lines
+
+    echo_run_lines(result.name, result.companions)
 
 
 def demo(ollama_binary: OllamaBinaryOpt = None) -> None:
@@ -87,8 +89,8 @@ def demo(ollama_binary: OllamaBinaryOpt = None) -> None:
     console = stderr_console()
     result = run_demo(lambda line: console.print(f"[bold cyan]>[/] {line}"), ollama_binary=ollama_binary)
     console.print(
-        f"[green]done:[/] {result.model} ran on Ollama {result.server.version} "
-        f"with think on and off (random weights: the words are gibberish)"
+        f"[green]done:[/] {result.model} and its thinking name ran on Ollama "
+        f"{result.server.version} (random weights: the words are gibberish)"
     )
 
 

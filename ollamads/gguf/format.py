@@ -487,7 +487,9 @@ def _parse(f: BinaryIO, path: Path, *, file_size: int, available: int) -> GGUFFi
 
 def _read_metadata(r: _HeaderReader, path: Path) -> tuple[KVMap, tuple[TensorInfo, ...]]:
     n_tensors, n_kv = r.unpack("<QQ")
+    # Both counts against the file's size before anything is parsed for either.
     r.count(n_kv, _MIN_KV_BYTES, "key/values")
+    r.count(n_tensors, _MIN_TENSOR_INFO_BYTES, "tensors")
     kv: KVMap = {}
     for _ in range(n_kv):
         key = r.string()

@@ -3,13 +3,21 @@
 One :class:`ModelDefinition` renders both, so the Modelfile a user reads is exactly what the tool
 registered. Go chat templates are read as plain text and handed to Jinja as data: Jinja never
 parses Go template syntax.
+
+A hybrid-thinking model (V3.1) is registered under two names on the same blobs. Ollama turns
+thinking on for every thinking-capable model whose request has no ``think`` (v0.12.4 and later,
+every client that does not ask: ``ollama run``, Open WebUI, the API), and a template cannot tell
+"not asked" from "asked to think". DeepSeek's default is not to think. So ``NAME`` gets the
+template without Ollama's thinking capability (the prompt ends ``</think>``; ``think: true`` is
+refused by the server), and ``NAME-think`` (:func:`thinking_name`) the one with it, created
+``from`` ``NAME``: a second manifest, no second copy or rewrite of the model.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -28,10 +36,37 @@ MODELFILE_TEMPLATE = "modelfile/Modelfile.jinja"
 PARAMETER_ORDER = ("temperature", "top_p", "min_p", "top_k", "num_ctx", "num_gpu", "seed", "stop")
 
 
+#: The family templates include the tools block (one copy for all three) at this line.
+TOOLS_INCLUDE = "{{- /* the tools block: deepseek-tools.gotmpl */ -}}\n"
+TOOLS_TEMPLATE = "deepseek-tools.gotmpl"
+#: The line that gives a template Ollama's thinking capability (thinking.InferTags: .Thinking
+#: between tags inside ``range .Messages``); it never renders anything.
+THINKING_DECLARATION = "{{- if false }}<think>{{ .Thinking }}</think>{{ end }}\n"
+#: The second name of a hybrid model: ``deepseek-v3.1:tq1_0`` -> ``deepseek-v3.1:tq1_0-think``.
+THINKING_TAG_SUFFIX = "-think"
+THINKING_TAG = "think"
+
+
+def _read_go(filename: str) -> str:
+    return (templates_dir() / "go" / filename).read_text(encoding="utf-8")
+
+
 @cache
-def go_template(filename: str) -> str:
-    text = (templates_dir() / "go" / filename).read_text(encoding="utf-8")
+def go_template(filename: str, *, thinking: bool = True) -> str:
+    """The Go TEMPLATE of a family, tools block included; ``thinking=False`` drops the line
+    that makes Ollama see it as thinking-capable."""
+    text = _read_go(filename).replace(TOOLS_INCLUDE, _read_go(TOOLS_TEMPLATE))
+    if not thinking:
+        text = text.replace(THINKING_DECLARATION, "")
     return text.rstrip("\n")
+
+
+def thinking_name(name: str) -> str:
+    """The name a hybrid model thinks under by default: its tag plus ``-think``."""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        return name + THINKING_TAG_SUFFIX
+    return f"{name}:{THINKING_TAG}"
 
 
 @cache
@@ -49,7 +84,14 @@ def _environment() -> jinja2.Environment:
 def choose_template_mode(
     family: PromptFamily, server: ServerInfo | None, override: TemplateMode | None = None
 ) -> TemplateMode:
-    """Ollama's built-in DeepSeek renderer on v0.30+, else a Go TEMPLATE; a flag overrides."""
+    """The Go TEMPLATE, on every line; Ollama's built-in renderer only on request.
+
+    One prompt format everywhere: the TEMPLATEs render what DeepSeek's templates render (tests/
+    test_conformance.py), win over a GGUF's own template on v0.30+ (they reference .Suffix), and
+    do not add a second BOS on v0.13.5-v0.24 as the renderer does. The renderer (with PARSER
+    deepseek3, which also reads DeepSeek's tool-call syntax back into tool_calls) is what
+    ``override="renderer"`` gives the thinking name of a V3.1 model.
+    """
     if override == "renderer":
         if not family.renderer:
             raise OllamadsError(
@@ -61,13 +103,6 @@ def choose_template_mode(
                 f"Ollama {server.version} has no `RENDERER {family.renderer}`",
                 "upgrade Ollama to v0.13.5 or newer, or use --template-mode template",
             )
-        return "renderer"
-    if override == "template":
-        return "template"
-    # The renderer writes BOS itself: v0.30+ strips it, but v0.13.5-v0.24 tokenize it and add
-    # another (measured: one prompt token more than the TEMPLATE, and a warning in the log).
-    # So below v0.30 the Go TEMPLATE, which renders the same bytes, is the default.
-    if family.renderer and (server is None or server.accepts_split_gguf):
         return "renderer"
     return "template"
 
@@ -172,7 +207,8 @@ def parse_parameters(items: Sequence[str]) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class ModelDefinition:
-    """A model as Ollama stores it: GGUF files plus prompt format and parameters."""
+    """A model as Ollama stores it: GGUF files (or a registered model's blobs, ``base``) plus
+    prompt format and parameters."""
 
     name: str
     family: PromptFamily
@@ -181,6 +217,12 @@ class ModelDefinition:
     parameters: Mapping[str, object] = field(default_factory=dict)
     system: str | None = None
     title: str = ""
+    #: Ollama sees this name as thinking-capable: a request without ``think`` reasons.
+    thinking: bool = False
+    #: The registered model whose blobs this one is made from (``/api/create`` ``from``).
+    base: str | None = None
+    #: Further names on the same blobs, registered after this one (V3.1's thinking name).
+    companions: tuple[ModelDefinition, ...] = ()
 
     def __post_init__(self) -> None:
         # Refused when the definition is made, before anything is downloaded or registered:
@@ -190,7 +232,8 @@ class ModelDefinition:
     def _arguments(self) -> dict[str, object]:
         """Every argument of the Modelfile, quoted as Ollama's parser reads it back."""
         return {
-            "files": [modelfile_argument(f.name, "a file name") for f in self.files],
+            "files": [modelfile_argument(self.base, "a model name")] if self.base
+            else [modelfile_argument(f.name, "a file name") for f in self.files],
             "template": None if self.template is None else quote_block(self.template, "the TEMPLATE"),
             "system": quote_block(self.system, "the SYSTEM prompt") if self.system else None,
             "parameters": parameter_lines(self.parameters),
@@ -209,20 +252,37 @@ class ModelDefinition:
         system: str | None = None,
         title: str = "",
     ) -> ModelDefinition:
-        merged = {**family.parameters, **(parameters or {})}
-        return cls(
-            name=name,
+        """The definition of ``name``; for a hybrid family with its thinking companion."""
+        common = dict(
             family=family,
             files=tuple(Path(f) for f in files),
-            mode=choose_template_mode(family, server, mode),
-            parameters=merged,
+            parameters={**family.parameters, **(parameters or {})},
             system=system,
-            title=title or name,
+        )
+        chosen = choose_template_mode(family, server, mode)
+        title = title or name
+        if family.thinking != "hybrid":
+            return cls(name=name, mode=chosen, thinking=family.can_think, title=title, **common)  # type: ignore[arg-type]
+        thinker = cls(
+            name=thinking_name(name), mode=chosen, thinking=True, base=name,
+            title=f"{title}, thinking unless asked not to", **common,  # type: ignore[arg-type]
+        )
+        # Only a TEMPLATE can be non-thinking by default and still take tools: a renderer
+        # without its parser declares no capability at all.
+        return cls(
+            name=name, mode="template", thinking=False, title=f"{title}, thinking only on request",
+            companions=(thinker,), **common,  # type: ignore[arg-type]
         )
 
     @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *(c.name for c in self.companions))
+
+    @property
     def template(self) -> str | None:
-        return go_template(self.family.go_template) if self.mode == "template" else None
+        if self.mode != "template":
+            return None
+        return go_template(self.family.go_template, thinking=self.thinking)
 
     @property
     def renderer(self) -> str | None:
@@ -233,7 +293,8 @@ class ModelDefinition:
         return self.family.parser if self.mode == "renderer" else None
 
     def modelfile(self, server_line: str = "Ollama") -> str:
-        """The Modelfile text; FROM lines name the files relative to the Modelfile's folder."""
+        """The Modelfile text; FROM lines name the files relative to the Modelfile's folder, or
+        the registered model this one is made from."""
         return _environment().get_template(MODELFILE_TEMPLATE).render(
             # A comment ends at the line's end: the title stays on its line.
             title=" ".join(self.title.split()),
@@ -246,22 +307,25 @@ class ModelDefinition:
 
     def with_files(self, files: Sequence[Path]) -> ModelDefinition:
         """The same model made from other files (a merged file instead of the shards)."""
-        from dataclasses import replace
-
-        return replace(self, files=tuple(Path(f) for f in files))
+        paths = tuple(Path(f) for f in files)
+        return replace(self, files=paths, companions=tuple(replace(c, files=paths) for c in self.companions))
 
     def parameters_json(self) -> dict[str, object]:
         """The parameters as the create request (and the server's params blob) holds them."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.parameters.items()}
 
-    def create_request(self, digests: Mapping[str, str]) -> dict[str, object]:
-        """The ``/api/create`` body; ``digests`` maps each file's name to ``sha256:<hex>``."""
-        body: dict[str, object] = {
-            "model": self.name,
-            "files": {f.name: digests[f.name] for f in self.files},
-            "parameters": self.parameters_json(),
-            "stream": True,
-        }
+    def create_request(self, digests: Mapping[str, str] | None = None) -> dict[str, object]:
+        """The ``/api/create`` body; ``digests`` maps each file's name to ``sha256:<hex>``
+        (none for a model made ``from`` another)."""
+        body: dict[str, object] = {"model": self.name}
+        if self.base:
+            # The base's layers are reused as they are: no upload, and no llama-quantize rewrite
+            # on v0.30+ (only files are rewritten).
+            body["from"] = self.base
+        else:
+            body["files"] = {f.name: (digests or {})[f.name] for f in self.files}
+        body["parameters"] = self.parameters_json()
+        body["stream"] = True
         if self.mode == "renderer":
             body["renderer"] = self.renderer
             body["parser"] = self.parser

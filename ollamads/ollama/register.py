@@ -41,6 +41,8 @@ class RegisterResult:
     digests: Mapping[str, str]
     bytes_uploaded: int
     statuses: tuple[str, ...]
+    #: Further names made on the same blobs (a V3.1 model's thinking name).
+    companions: tuple[str, ...] = ()
 
 
 def check_registrable(server: ServerInfo, definition: ModelDefinition) -> None:
@@ -72,7 +74,26 @@ def register(
         digests[path.name] = digest
         uploaded += api.push_blob(path, digest, bytes_callback(progress, "upload", path.name))
     statuses = api.create(definition.create_request(digests), on_status)
-    return RegisterResult(definition.name, digests, uploaded, statuses)
+    companions = create_companions(api, definition, on_status)
+    return RegisterResult(definition.name, digests, uploaded, statuses, companions)
 
 
-__all__ = ["RegisterResult", "check_registrable", "register", "sha256_file"]
+def create_companions(
+    api: OllamaAPI, definition: ModelDefinition, on_status: Callable[[str], None] | None = None
+) -> tuple[str, ...]:
+    """Create ``definition``'s companion names ``from`` it, once it is registered. Each is a
+    manifest and small blobs (no upload, no rewrite), so it is simply made again every time:
+    it then always follows the model it is made from."""
+    for companion in definition.companions:
+        try:
+            api.create(companion.create_request(), on_status)
+        except ServerError as exc:
+            raise ServerError(
+                f"{definition.name} is registered, but {companion.name} could not be made from it "
+                f"({exc.message})",
+                "re-run the same command: it makes only what is missing",
+            ) from exc
+    return tuple(c.name for c in definition.companions)
+
+
+__all__ = ["RegisterResult", "check_registrable", "create_companions", "register", "sha256_file"]

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ollamads.children import parent_death_preexec, wait_forwarding_signals
 from ollamads.errors import OllamadsError, ServerError, ToolNotFoundError
 from ollamads.ollama.api import answers
 from ollamads.ollama.versions import ServerInfo, normalize_host
@@ -59,7 +60,7 @@ class ServeSettings:
         return not binds_loopback_only(self.bind)
 
     def open_webui_hint(self) -> str:
-        return f"OLLAMA_BASE_URL={self.url} open-webui serve"
+        return f"ollamads webui --host {self.url} (or: OLLAMA_BASE_URL={self.url} open-webui serve)"
 
 
 def binds_loopback_only(bind: str) -> bool:
@@ -155,6 +156,8 @@ class OllamaServe:
     """A real ``ollama serve`` child process on a loopback port.
 
     Use as a context manager; the server is stopped (and its log kept at ``log_path``) on exit.
+    ``die_with_parent``: Linux stops the server if this process dies without stopping it (for
+    a foreground ``ollamads serve``; start it from the main thread).
     """
 
     def __init__(
@@ -165,8 +168,10 @@ class OllamaServe:
         host: str | None = None,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.binary = find_ollama(binary)
+        self.die_with_parent = die_with_parent
         self.models_dir = Path(models_dir)
         self.bind = host or f"127.0.0.1:{free_port()}"
         self.url = normalize_host(self.bind)
@@ -197,6 +202,7 @@ class OllamaServe:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=parent_death_preexec() if self.die_with_parent else None,
             )
         finally:
             log.close()
@@ -220,6 +226,12 @@ class OllamaServe:
             f"`ollama serve` did not answer at {self.url} within {timeout:.0f}s",
             f"see the server log {self.log_path}",
         )
+
+    def wait(self) -> int | None:
+        """Run until the server exits, passing SIGINT/SIGTERM/SIGHUP on to it; the signal that
+        stopped it, if one did."""
+        assert self.process is not None, "start() the server first"
+        return wait_forwarding_signals(self.process)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

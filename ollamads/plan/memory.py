@@ -325,19 +325,22 @@ def compute_bytes(
     flash attention, f32 scores per head. The constants are fitted (see above): exact for V3
     (412 / 440 / 568 MiB at 4K / 32K / 160K context), within a few percent on the other
     shapes measured (benchmarks/plan_accuracy.py); GPU backends differ somewhat. Only the
-    device holding the output head computes logits (``logits=False`` for the others).
+    device holding the output head computes logits (``logits=False`` for the others). The mask
+    is counted with the attention and FFN phases only: a model whose vocabulary dominates (the
+    tiny one) measured that way.
     """
     tokens = min(n_ctx, n_ubatch)
     cells = kv_cells(n_ctx)
     widths = shape.key_length + shape.value_length + shape.key_length_mla + shape.value_length_mla
+    scores = _F16 * cells if flash_attention else (_F32 * shape.n_head + _F32) * cells
+    # The mask lives beside the attention and FFN phases, not beside the logits at the end.
     per_token = max(
         _F32 * (shape.n_vocab + shape.n_embd) if logits else 0,
         shape.n_head * ATTENTION_BYTES_PER_HEAD_ELEMENT * widths
-        + ATTENTION_BYTES_PER_EMBD * shape.n_embd,
-        FFN_BYTES_PER_EMBD * shape.n_embd,
+        + ATTENTION_BYTES_PER_EMBD * shape.n_embd + scores,
+        FFN_BYTES_PER_EMBD * shape.n_embd + scores,
     )
-    scores = _F16 * cells if flash_attention else (_F32 * shape.n_head + _F32) * cells
-    return int(tokens * (per_token + scores))
+    return int(tokens * per_token)
 
 
 __all__ = [

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ollamads.children import parent_death_preexec
 from ollamads.errors import ToolNotFoundError, WorkerError
 from ollamads.rpc.endpoints import resolve_ipv4
 from ollamads.rpc.protocol import DEFAULT_PORT, WorkerProbe, probe
@@ -192,17 +192,6 @@ def worker_settings(
     )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the process that started it dies."""
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: stop() and the signal handlers still end the child
-
-
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,7 +269,7 @@ class RpcWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches ollamads, which stops the child in order
             restore_signals=False,  # keep SIGPIPE ignored (see the module docstring)
-            preexec_fn=_die_with_parent,
+            preexec_fn=parent_death_preexec(),
         )
         self._reader = self.output.follow(self.process.stdout)
         try:

@@ -118,7 +118,7 @@ def render_prompt(
     ``think`` decision, replayed with ``_debug_render_only``."""
     from ollamads.ollama.api import OllamaAPI
 
-    plan = client.plan(model, think)
+    model, plan = client.resolve(model, think)
     body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages]}
     if tools:
         body["tools"] = [dict(t) for t in tools]
