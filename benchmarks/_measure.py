@@ -107,3 +107,39 @@ class DiskMeter:
         self._sampler.join()
         self._min_free = min(self._min_free, shutil.disk_usage(self.folder).free)
         self.result = Measured(seconds, sectors * 512, self._free0 - self._min_free)
+
+
+@dataclass
+class Run:
+    seconds: float
+    returncode: int
+    #: The process's own peak resident memory (VmHWM after its exec), in bytes.
+    peak_rss: int
+    output: str
+
+
+def run_measured(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
+    """Run ``argv`` to its end; wall time, exit code, peak RSS and its output.
+
+    The peak is the child's own high-water mark, read from /proc while it runs (the last
+    reading wins: VmHWM only grows, and starts afresh at exec, so what the parent had before
+    the fork is not counted, unlike getrusage's ru_maxrss of a forked child)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        peak = 0
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) * 1024
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    return Run(seconds, process.returncode, peak, output)

@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._measure import drop_caches  # noqa: E402
+from benchmarks._measure import drop_caches, run_measured  # noqa: E402
 from tests.support.hubstub import HubStub  # noqa: E402
 
 #: Names the catalog knows, so `ollamads pull` resolves them: the 6-shard Terminus Q2_K_XL and
@@ -53,18 +51,12 @@ PEAK_RSS: dict[str, int] = {}
 def timed(argv: list[str], env: dict[str, str], label: str = "") -> float:
     """Wall time of one cold run; with ``label``, that process's own peak RSS is kept too."""
     drop_caches()
-    with tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode:
-            log.seek(0)
-            raise SystemExit(f"{' '.join(argv[:4])} failed: {log.read().decode(errors='replace')[-800:]}")
+    run = run_measured(argv, env)
+    if run.returncode:
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {run.output[-800:]}")
     if label:
-        PEAK_RSS[label] = usage.ru_maxrss * 1024
-    return seconds
+        PEAK_RSS[label] = run.peak_rss
+    return run.seconds
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._measure import DiskMeter, Measured, drop_caches, write_big_shards  # noqa: E402
+from benchmarks._measure import DiskMeter, Measured, drop_caches, run_measured, write_big_shards  # noqa: E402
 from ollamads.catalog.families import get_family  # noqa: E402
 from ollamads.ollama.modelfile import ModelDefinition  # noqa: E402
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe  # noqa: E402
@@ -89,20 +89,19 @@ def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: 
 def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path) -> tuple[Measured, int]:
     env = {**os.environ, "OLLAMA_MODELS": str(server.models_dir), "OLLAMADS_HOME": str(home)}
     drop_caches()
-    with DiskMeter(work) as meter, tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
+    with DiskMeter(work) as meter:
+        run = run_measured(
             [sys.executable, "-m", "ollamads", "register", "ollamads:bench", *map(str, shards),
-             "--host", server.url], env=env, stdout=log, stderr=log,
+             "--host", server.url], env=env,
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status):
-            log.seek(0)
-            raise SystemExit(f"ollamads register failed: {log.read().decode(errors='replace')[-500:]}")
-    rss = usage.ru_maxrss
+    if run.returncode:
+        raise SystemExit(f"ollamads register failed: {run.output[-500:]}")
+    rss = run.peak_rss
     ollama_cli(server, "rm", "ollamads:bench")
+    ollama_cli(server, "rm", "ollamads:bench-think")  # V3.1's second name on the same blobs
     shutil.rmtree(home, ignore_errors=True)
     assert meter.result
-    return meter.result, rss * 1024
+    return meter.result, rss
 
 
 def run_fallback(server: OllamaServe, shards: list[Path], work: Path, home: Path) -> tuple[Measured, int]:
@@ -122,6 +121,7 @@ def run_fallback(server: OllamaServe, shards: list[Path], work: Path, home: Path
         register_files(plan, definition)
     own = _own_write_bytes() - own_before
     ollama_cli(server, "rm", "fallback:bench")
+    ollama_cli(server, "rm", "fallback:bench-think")
     shutil.rmtree(home, ignore_errors=True)
     assert meter.result
     return meter.result, own

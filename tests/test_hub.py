@@ -824,6 +824,8 @@ def test_connection_count_from_option_then_env_then_default(monkeypatch: pytest.
 
 def test_chunk_sizes() -> None:
     mib = 1 << 20
-    assert transfer.chunk_size_for(288 * mib, 16) == 8 * mib
-    assert transfer.chunk_size_for(170 * 10**9, 16) == 64 * mib
+    assert transfer.chunk_size_for(288 * mib, 16) == 288 * mib // 64  # 64 ranges: 4 rounds of 16
+    assert transfer.chunk_size_for(100 * mib, 16) == 4 * mib  # never below MIN_CHUNK
+    assert transfer.chunk_size_for(170 * 10**9, 16) == 64 * mib  # never above MAX_CHUNK
     assert transfer.chunk_size_for(2 * 2**30, 16) == 32 * mib  # 2 GiB in 64 ranges
+    assert transfer.chunk_size_for(10**9, 16) % (64 << 10) == 0

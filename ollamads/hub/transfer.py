@@ -55,13 +55,16 @@ from ollamads.units import GB, disk_full_error, is_disk_full
 
 HashMode = Literal["prefix", "after"]
 
-#: Chosen by measurement (README, "Download speed"): with each connection held to 8 MB/s,
-#: 16 connections were within a few percent of 32 and 64 on this machine's two cores.
+#: Chosen by measurement (benchmarks/download.py, README "Download speed"): with each connection
+#: held to 8 MB/s, doubling from 4 to 8 to 16 connections gained 80% and 66%, then 32 and 64 only
+#: 25% and 16% more on this 2-core machine; 16 already carries 128 MB/s (a 1 Gbit/s link) at that
+#: rate. Faster links raise it with --connections / OLLAMADS_CONNECTIONS.
 DEFAULT_CONNECTIONS = 16
 CONNECTIONS_ENV = "OLLAMADS_CONNECTIONS"
 MAX_CONNECTIONS = 64
 MIB = 1 << 20
-MIN_CHUNK = 8 * MIB
+#: Smaller ranges would spend too much of their time waiting for the CDN's first byte.
+MIN_CHUNK = 4 * MIB
 MAX_CHUNK = 64 * MIB
 #: Ranges per connection: enough that the last few ranges of a pull end close together.
 CHUNKS_PER_CONNECTION = 4
@@ -89,8 +92,10 @@ def connection_count(explicit: int | None = None) -> int:
 
 
 def chunk_size_for(size: int, connections: int) -> int:
-    """Range size for a file: a few ranges per connection, whole MiB, 8 to 64 MiB."""
-    unit = min(MIB, MIN_CHUNK)
+    """Range size for a pull of ``size`` bytes: the bytes cut evenly into a few ranges per
+    connection (so the last ranges end together, not one connection finishing alone), within
+    MIN_CHUNK..MAX_CHUNK, a multiple of 64 KiB."""
+    unit = 64 << 10
     wanted = -(-size // (connections * CHUNKS_PER_CONNECTION))
     wanted = -(-wanted // unit) * unit
     return min(MAX_CHUNK, max(MIN_CHUNK, wanted))
@@ -135,6 +140,8 @@ class Downloader:
 
         self.repo, self.commit = repo, commit
         self.connections = connection_count(connections)
+        # One range size for the whole pull, so a quant's shards end together too.
+        self.chunk = chunk_size_for(sum(file.size for file, _ in files), self.connections)
         self.progress = progress
         self.hash_mode = hash_mode
         endpoint = hub_endpoint()
@@ -208,7 +215,7 @@ class Downloader:
                 if is_disk_full(exc):
                     raise disk_full_error(part.parent, self.still_needed(), target.file.path) from None
                 raise
-            target.state.start(chunk_size_for(target.file.size, self.connections))
+            target.state.start(self.chunk)
             self._report(target, "queued", force=True)
         target.state.open()
         target.hasher = new_hasher(target.file)

@@ -26,6 +26,7 @@ and a private HF_HOME so no real token is ever read).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,11 +47,13 @@ LFS_SUFFIXES = (".gguf",)
 POINTER_SIZE = 134
 
 
+@functools.lru_cache(maxsize=256)  # the stand-in names a file on every request: hash it once
 def git_blob_sha1(data: bytes) -> str:
     """The git object id of a blob, which the Hub reports as ``oid``."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -579,7 +582,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             status = 206
             shift = 1 if self.stub.wrong_range else 0
             headers["Content-Range"] = f"bytes {start + shift}-{end}/{size}"
-        body = data[start : end + 1]
+        body = memoryview(data)[start : end + 1]  # no copy of a range of a big file
         self._log(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
