@@ -132,13 +132,14 @@ def disk_needs(
 
 def plan_registration(
     server: ServerInfo,
-    files: Sequence[Path],
+    files: Sequence[Path] | ShardSet,
     *,
     merged_path: Path | None = None,
     store_check: StoreCheck | None = None,
 ) -> RegistrationPlan:
-    """Choose the route for ``files`` (one GGUF, or every shard of a set) on ``server``."""
-    shards = open_shard_set(files[0])
+    """Choose the route for ``files`` (one GGUF, or every shard of a set, or the set already
+    opened: a 671B model's headers take a while to read) on ``server``."""
+    shards = files if isinstance(files, ShardSet) else open_shard_set(files[0])
     check = store_check or find_store(server)
     split_for_old_line = shards.is_split and not server.accepts_split_gguf
     route = choose_route(server, check.store, split=shards.is_split, copy_ok=quantize_copy_supported(shards))

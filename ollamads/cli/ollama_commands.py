@@ -62,7 +62,7 @@ def register_command(
         mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
     )
     header = f"Ollama {server.version}"
-    plan = plan_registration(server, list(shard_set.paths))
+    plan = plan_registration(server, shard_set)
     if dry_run:
         for each in (definition, *definition.companions):
             typer.echo(each.modelfile(header), nl=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import functools
 import os
 import shutil
 import subprocess
@@ -124,6 +125,7 @@ def quantize_copy_supported(shards: ShardSet) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4)  # sized, then written: the header of a 671B model is megabytes
 def _layout(shards: ShardSet, style: MergeLayout = "gguf-split") -> _Layout:
     first = shards.headers[0]
     kv = dict(first.kv)
