@@ -142,10 +142,16 @@ def line_report(name: str, size: int, floor: Measured, rows: list[tuple[str, Mea
               f"{m.bytes_written / size:8.2f}x {m.peak_extra_disk / size:9.2f}x")
 
 
+def _median(runs: list[Measured]) -> Measured:
+    """The run of median time (its bytes and peak disk with it)."""
+    return sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=7, help="model layers (7 gives ~2.5 GB)")
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per line; medians are reported")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="a folder on the disk to measure")
     args = parser.parse_args()
     tools = toolchain_env()
@@ -153,6 +159,7 @@ def main() -> None:
         work = Path(tmp)
         shards = write_big_shards(work / "dl", args.shards, layers=args.layers)
         size = sum(p.stat().st_size for p in shards)
+        print(f"{args.repeats} rounds per line, each pipeline once per round in turn; medians")
         for line, variable in (("Ollama v0.24 (merged files)", "OLLAMADS_OLLAMA_OLD"),
                                ("Ollama v0.30+ (shards)", "OLLAMADS_OLLAMA_NEW")):
             models = work / f"models-{variable}"
@@ -160,20 +167,30 @@ def main() -> None:
                                  env={**MODEL_ENVIRONMENT, "HOME": str(work)})
             with server:
                 assert server.info is not None
-                floor = run_floor(shards, work)
-                guides = run_guides(server, shards, work, tools["OLLAMADS_GGUF_SPLIT"])
-                ours, rss = run_ollamads(server, shards, work, work / "home")
+                runs: dict[str, list[Measured]] = {}
+                rss, own = 0, 0
+                for _ in range(args.repeats):
+                    runs.setdefault("floor", []).append(run_floor(shards, work))
+                    runs.setdefault("guides", []).append(
+                        run_guides(server, shards, work, tools["OLLAMADS_GGUF_SPLIT"]))
+                    ours, peak = run_ollamads(server, shards, work, work / "home")
+                    runs.setdefault("ollamads", []).append(ours)
+                    rss = max(rss, peak)
+                    if server.info.accepts_split_gguf:
+                        fallback, written = run_fallback(server, shards, work, work / "home2")
+                        runs.setdefault("fallback", []).append(fallback)
+                        own = max(own, written)
+                floor, guides, ours = (_median(runs[k]) for k in ("floor", "guides", "ollamads"))
                 rows = [(f"guides ({server.info.version})", guides), ("ollamads register", ours)]
-                fallback = None
-                if server.info.accepts_split_gguf:
-                    fallback, own = run_fallback(server, shards, work, work / "home2")
-                    rows.append(("ollamads via /api/create (place)", fallback))
+                if "fallback" in runs:
+                    rows.append(("ollamads via /api/create (place)", _median(runs["fallback"])))
                 line_report(f"{line}, server {server.info.version}", size, floor, rows)
                 print(f"  ollamads vs guides: {guides.seconds / ours.seconds:.2f}x faster; "
                       f"ollamads peak RSS {rss / 1e6:.0f} MB")
-                if fallback is not None:
-                    print(f"  /api/create fallback: ollamads itself wrote {own} bytes; the server "
-                          f"wrote {fallback.bytes_written / size:.2f}x the model")
+                if "fallback" in runs:
+                    print(f"  /api/create fallback: ollamads itself wrote {own} bytes (its records, "
+                          f"no model bytes); the server wrote "
+                          f"{_median(runs['fallback']).bytes_written / size:.2f}x the model")
             shutil.rmtree(models, ignore_errors=True)
 
 
