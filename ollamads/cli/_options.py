@@ -3,8 +3,6 @@
 Choices are enums, so ``--help`` lists them and a wrong value is a usage error (exit 2).
 """
 
-from __future__ import annotations
-
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

@@ -4,8 +4,6 @@ Every command module imports only typer at import time (heavy libraries inside t
 so ``ollamads --help`` stays instant.
 """
 
-from __future__ import annotations
-
 import typer
 
 from ollamads.cli import (

@@ -1,7 +1,5 @@
 """`ollamads list`, `ollamads show` and `ollamads modelfiles`: the catalog, read-only."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional

@@ -4,8 +4,6 @@ The answer goes to stdout; the reasoning too, dimmed, with --show-thinking. With
 terminal shows a transient "thinking…" spinner on stderr while the model reasons.
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -51,14 +49,14 @@ HostOpt = Annotated[
 class _Printer:
     """Turns the client's events into terminal output, one answer at a time."""
 
-    def __init__(self, out: Console, err: Console, show_thinking: bool) -> None:
+    def __init__(self, out: "Console", err: "Console", show_thinking: bool) -> None:
         self.out = out
         self.err = err
         self.show_thinking = show_thinking
-        self._status: Status | None = None
+        self._status: "Status | None" = None
         self._thought = False
 
-    def answer(self, events: Iterator[Event]) -> str:
+    def answer(self, events: "Iterator[Event]") -> str:
         """Print one streamed answer; returns its content (for the chat history)."""
         from ollamads.chat import ContentDelta, ThinkingDelta, ToolCall
 
@@ -100,7 +98,7 @@ class _Printer:
             self._status = None
 
 
-def _repl(client: DeepSeekClient, model: str, think: Optional[bool], printer: _Printer) -> None:
+def _repl(client: "DeepSeekClient", model: str, think: Optional[bool], printer: _Printer) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
         printer.err.print(_text(f"{model} on {client.host} — {BYE} or Ctrl-D to quit", style="dim"))

@@ -1,7 +1,5 @@
 """``ollamads merge``: split GGUF shards into one file, optionally with the fixed template."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

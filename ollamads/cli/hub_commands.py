@@ -4,8 +4,6 @@ Register on the main app with ``register(app)`` (or ``app.command("pull")(pull_c
 This module imports nothing heavy at import time, so ``ollamads --help`` stays instant.
 """
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 import typer
@@ -24,7 +22,7 @@ _STATE_WORDS = {
 }
 
 
-def format_plan(plan: PullPlan) -> str:
+def format_plan(plan: "PullPlan") -> str:
     """The plan as a few lines of text: one per file, then the totals and the disk check."""
     from ollamads.units import format_bytes as _gb
 

@@ -1,7 +1,5 @@
 """``ollamads serve`` and ``ollamads register``: the Ollama server and its store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1,7 +1,5 @@
 """``ollamads create`` (Hub -> Ollama in one command) and ``ollamads demo``."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

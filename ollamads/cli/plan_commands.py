@@ -1,7 +1,5 @@
 """``ollamads plan`` (which quant fits, how to offload it) and ``ollamads doctor``."""
 
-from __future__ import annotations
-
 import json
 import shlex
 from typing import TYPE_CHECKING, Annotated
@@ -40,7 +38,7 @@ _SHORT_FIT = {"gpu": "GPU", "gpu+ram": "GPU+RAM", "ram": "RAM", "disk": "disk", 
 # --- options shared with serve / create / list -------------------------------------------------
 
 
-def machine_from_options(ram: str | None, vram: list[str] | None) -> Machine:
+def machine_from_options(ram: str | None, vram: list[str] | None) -> "Machine":
     """This machine, with --ram / --vram (repeatable or comma lists) replacing what was found."""
     from ollamads.hardware import given_machine
     from ollamads.units import parse_size
@@ -78,7 +76,7 @@ def _gb(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def _guides_layers(result: PlanResult) -> str | None:
+def _guides_layers(result: "PlanResult") -> str | None:
     """The guides' --n-gpu-layers table entry for this machine's GPUs, when it has one."""
     entry, gpus = result.source.entry, result.plan.machine.gpus
     if entry is None or not entry.quant.gpu_layers or not gpus or result.plan.machine.unified:
@@ -92,7 +90,7 @@ def _guides_layers(result: PlanResult) -> str | None:
     return None if layers is None else f"the guides' table says {layers} layers for {key}"
 
 
-def _render(result: PlanResult, line_reason: str) -> str:
+def _render(result: "PlanResult", line_reason: str) -> str:
     from ollamads.plan.recommend import gpu_budgets, ram_budget
 
     plan, memory, source = result.plan, result.plan.memory, result.source

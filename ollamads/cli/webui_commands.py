@@ -1,7 +1,5 @@
 """``ollamads webui``: Open WebUI on the ollamads server, with defaults for these models."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1,7 +1,5 @@
 """``ollamads worker`` (a machine lending its memory) and the head side of ``serve --workers``."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -101,7 +99,7 @@ def worker(
             )
 
 
-def prepare_workers(workers: str, ollama_binary: str | None) -> HeadPlan:
+def prepare_workers(workers: str, ollama_binary: str | None) -> "HeadPlan":
     """``serve --workers``: every check, before the server or its store is touched."""
     from ollamads.ollama.serve import find_ollama
     from ollamads.rpc.endpoints import parse_workers
@@ -111,20 +109,20 @@ def prepare_workers(workers: str, ollama_binary: str | None) -> HeadPlan:
     return prepare_head(find_ollama(ollama_binary), endpoints)
 
 
-def with_workers(settings: ServeSettings, head: HeadPlan) -> ServeSettings:
+def with_workers(settings: "ServeSettings", head: "HeadPlan") -> "ServeSettings":
     """The serve settings plus ``LLAMA_ARG_RPC``, which llama-server inherits from Ollama."""
     import dataclasses
 
     return dataclasses.replace(settings, environment={**settings.environment, **head.environment})
 
 
-def report_workers(console: Console, head: HeadPlan) -> None:
+def report_workers(console: "Console", head: "HeadPlan") -> None:
     console.print(f"  {len(head.workers)} RPC worker(s), memory as llama-server sees it:")
     for report in head.workers:
         console.print(f"    {report.describe()}", soft_wrap=True, highlight=False)
 
 
-def watch_workers(console: Console, server: OllamaServe, head: HeadPlan) -> None:
+def watch_workers(console: "Console", server: "OllamaServe", head: "HeadPlan") -> None:
     """Until the server exits: say which worker failed whenever llama-server loses one."""
     from ollamads.cli._errors import error_line
     from ollamads.rpc.head import WorkerWatch
