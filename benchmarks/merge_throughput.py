@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ollamads.gguf.format import GGMLQuantizationType, GGUFWriter  # noqa: E402
 from ollamads.gguf.merge import find_llama_gguf_split, merge_builtin  # noqa: E402
 from ollamads.gguf.shards import open_shard_set  # noqa: E402
+from tests.support.toolchain import toolchain_env  # noqa: E402
 
 TENSOR_ROWS, TENSOR_COLS = 2560, 2048  # one F16 tensor = 10 MiB
 
@@ -69,8 +70,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files")
     args = parser.parse_args()
-    binary = find_llama_gguf_split()
-    if not binary:
+    binary = find_llama_gguf_split() or toolchain_env().get("OLLAMADS_GGUF_SPLIT")
+    if not binary or not Path(binary).is_file():
         sys.exit("llama-gguf-split not found: run scripts/toolchain.sh and set OLLAMADS_GGUF_SPLIT")
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="merge-bench-") as tmp:
