@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from ollamads.units import GIB
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 #: Worst first is last: the exit code follows the worst finding.
@@ -23,7 +24,6 @@ EXIT_CODES = {OK: 0, INFO: 0, WARN: 3, FAIL: 4}
 LLAMA_CPP_TOOLS = ("llama-server", "llama-gguf-split", "llama-quantize")
 OPEN_WEBUI_ENV = "OLLAMADS_OPEN_WEBUI"
 PROBE_TIMEOUT_S = 5.0
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)

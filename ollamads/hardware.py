@@ -18,8 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from ollamads.units import MIB
 
-MIB = 1 << 20
 PROBE_TIMEOUT_S = 10.0
 #: macOS lets Metal wire this share of unified memory by default (recommendedMaxWorkingSetSize
 #: is about 2/3 of RAM below 36 GB and 3/4 above); the rest stays with the CPU.

@@ -15,7 +15,7 @@ from pathlib import Path
 from ollamads.errors import InsufficientSpaceError, OllamadsError
 
 KB, MB, GB = 1_000, 1_000_000, 1_000_000_000
-GIB = 1 << 30
+MIB, GIB = 1 << 20, 1 << 30
 
 
 def format_bytes(n: int | float) -> str:

@@ -208,7 +208,7 @@ def test_not_enough_disk_space(
     monkeypatch.setattr(merge_mod, "disk_free", lambda _: 1000)
     with pytest.raises(InsufficientSpaceError) as info:
         merge(shards[0], tmp_path / "out.gguf")
-    assert info.value.message.startswith(f"not enough disk for the merge: merged file ")
+    assert info.value.message.startswith("not enough disk for the merge: merged file ")
     assert f"in {tmp_path}" in info.value.message and info.value.message.endswith("1.0 kB free")
     assert info.value.hint
     assert _files(tmp_path) == {"in"}

@@ -8,8 +8,6 @@ import typer
 
 from ollamads.cli._options import JsonOpt
 
-GIB = 1 << 30  # Unsloth's published "GB" are GiB (the Hub's byte counts say so)
-
 
 RefreshOpt = Annotated[
     bool, typer.Option("--refresh", help="Read the Hub's listing for every catalog repo first (sizes, shards).")
@@ -19,6 +17,7 @@ RefreshOpt = Annotated[
 def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
     from ollamads.plan.family import plan_entry
     from ollamads.plan.recommend import PlanRequest, fits_machine
+    from ollamads.units import GIB
 
     entry, size = known.entry, known.size_bytes
     # The same model as `ollamads plan`: exact when the quant's headers were read before,
@@ -33,6 +32,7 @@ def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
         "path": entry.quant.path,
         "moe_bits": entry.quant.moe_bits,
         "size_bytes": size,
+        # Unsloth's published "GB" are GiB (the Hub's byte counts say so).
         "size_gb": round(size / GIB, 1) if size else None,
         "shards": known.shards,
         "on_hub": known.on_hub,
@@ -86,6 +86,7 @@ def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
         return
     machine = _machine()
     from ollamads.cli.plan_commands import short_fit
+    from ollamads.units import GIB
 
     fetched = sorted({r["fetched"] for r in records if r["fetched"]})
     title = (f"sizes from the Hub's listing of {fetched[-1]}" if fetched

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from ollamads.hardware import Machine
     from ollamads.plan.planner import PlanResult
 
-GIB = 1 << 30
 _FIT_WORDS = {
     "gpu": "fits on the GPU",
     "gpu+ram": "fits GPU + RAM",
@@ -73,11 +72,15 @@ def short_fit(fit: str | None, exact: bool = True) -> str:
 
 
 def _gb(n: int) -> str:
+    from ollamads.units import GIB
+
     return f"{n / GIB:.1f} GiB"
 
 
 def _guides_layers(result: "PlanResult") -> str | None:
     """The guides' --n-gpu-layers table entry for this machine's GPUs, when it has one."""
+    from ollamads.units import GIB
+
     entry, gpus = result.source.entry, result.plan.machine.gpus
     if entry is None or not entry.quant.gpu_layers or not gpus or result.plan.machine.unified:
         return None

@@ -51,7 +51,7 @@ from ollamads.hub.records import (
     remember_verified,
 )
 from ollamads.progress import Progress, ProgressEvent
-from ollamads.units import GB, disk_full_error, is_disk_full
+from ollamads.units import GB, MIB, disk_full_error, is_disk_full
 
 HashMode = Literal["prefix", "after"]
 
@@ -62,7 +62,6 @@ HashMode = Literal["prefix", "after"]
 DEFAULT_CONNECTIONS = 16
 CONNECTIONS_ENV = "OLLAMADS_CONNECTIONS"
 MAX_CONNECTIONS = 64
-MIB = 1 << 20
 #: Smaller ranges would spend too much of their time waiting for the CDN's first byte.
 MIN_CHUNK = 4 * MIB
 MAX_CHUNK = 64 * MIB

@@ -127,7 +127,9 @@ def find_ollama(explicit: str | None = None) -> str:
     )
 
 
-_CLIENT_VERSION_RE = re.compile(r"client version is (\S+)")
+#: With no server to answer (the usual case here) `ollama --version` prints "client version is
+#: 0.24.0"; a server that does answer makes it "ollama version is 0.24.0".
+_CLIENT_VERSION_RE = re.compile(r"(?:client version is|ollama version is)\s+v?(\S+)")
 
 
 def ollama_version(binary: str) -> str:
@@ -136,7 +138,7 @@ def ollama_version(binary: str) -> str:
         # An unreachable OLLAMA_HOST makes `ollama --version` report its own (client) version.
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=30,
-            env={**os.environ, "OLLAMA_HOST": "127.0.0.1:1"},
+            env={**os.environ, "OLLAMA_HOST": "127.0.0.1:1"}, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ToolNotFoundError(f"cannot run {binary} --version ({exc})", "check the ollama binary") from exc

@@ -33,8 +33,8 @@ from ollamads.plan.memory import (
     kv_layer_bytes,
 )
 from ollamads.plan.placement import CPU, DeviceLoad, Offload, device_loads
+from ollamads.units import GIB
 
-GIB = 1 << 30
 #: Left free on every GPU: llama-server's own --fit target (1024 MiB), which also covers the
 #: CUDA/ROCm context.
 GPU_RESERVE = 1 * GIB

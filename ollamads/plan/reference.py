@@ -15,7 +15,6 @@ from ollamads.gguf.deepseek2 import DEEPSEEK_V3, Role, tensor_layout, tensor_rol
 from ollamads.gguf.format import GGMLQuantizationType, tensor_nbytes
 from ollamads.plan.memory import LayerBytes, ModelMemory, ModelShape
 
-GIB = 1 << 30
 _Q = GGMLQuantizationType
 
 #: DeepSeek V3 / V3.1 / R1 as llama.cpp reads their GGUFs (MLA: K rows of 512 + 64).

@@ -22,13 +22,12 @@ from ollamads.hub.records import STATE_DIR, recorded_verified
 from ollamads.paths import local_path, read_record, repo_dir, write_record
 from ollamads.plan.memory import ModelMemory, model_memory
 from ollamads.plan.reference import published_size_memory
+from ollamads.units import GIB, MIB
 
-MIB = 1 << 20
 #: The first Range request per file; a DeepSeek shard 1 header (tokenizer included) is ~3.5 MB.
 FIRST_READ = 4 * MIB
 #: A header larger than this is not a header: refuse rather than download the model.
 MAX_HEADER = 256 * MIB
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)

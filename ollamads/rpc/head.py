@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ollamads.errors import ServerError, ToolNotFoundError, WorkerError
+from ollamads.ollama.serve import ollama_version
 from ollamads.ollama.versions import SPLIT_GGUF_VERSION, parse_version
 from ollamads.rpc.endpoints import RPC_LIST_ENV, Endpoint, rpc_list
 from ollamads.rpc.protocol import PROBE_TIMEOUT_S, NoReplyError, ProtocolError, WorkerProbe, probe, version_text
@@ -46,24 +47,8 @@ _DEVICE_LINE = re.compile(r"^\s+(\S+):\s+(.+?)\s+\((\d+) MiB, (\d+) MiB free\)\s
 _VERSION_MISMATCH = re.compile(r"RPC server version mismatch: (\d+\.\d+\.\d+)")
 _HANDSHAKE_FAILED = re.compile(r"RPC handshake failed for (\S+)")
 _CONNECT_FAILED = re.compile(r"Failed to connect to (\S+)")
-_CLIENT_VERSION = re.compile(r"(?:client version is|ollama version is)\s+v?(\S+)")
 #: Child processes of llama.cpp otherwise attach gdb to print a backtrace on every abort.
 _QUIET_ABORT = {"GGML_NO_BACKTRACE": "1"}
-
-
-def ollama_version(binary: str) -> str:
-    """The version of the ``ollama`` binary itself (not of some server that happens to run)."""
-    env = {**os.environ, "OLLAMA_HOST": "127.0.0.1:1"}  # nothing answers: it prints its own
-    try:
-        result = subprocess.run(
-            [binary, "-v"], capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ServerError(f"cannot run {binary} -v ({exc})", "pass a working `ollama` with --ollama") from exc
-    match = _CLIENT_VERSION.search(result.stdout + result.stderr)
-    if not match:
-        raise ServerError(f"{binary} -v did not print a version", "pass a working `ollama` with --ollama")
-    return match[1]
 
 
 def llama_server_of(ollama_binary: str) -> Path | None:
@@ -336,7 +321,6 @@ __all__ = [
     "check_rpc_support",
     "check_workers",
     "llama_server_of",
-    "ollama_version",
     "prepare_head",
     "probe_worker",
 ]
