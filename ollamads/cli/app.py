@@ -13,9 +13,9 @@ from ollamads.cli import (
     hub_commands,
     ollama_commands,
     pipeline_commands,
-    worker_commands,
     plan_commands,
     webui_commands,
+    worker_commands,
 )
 
 app = typer.Typer(
@@ -28,10 +28,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# The order `ollamads --help` lists them in: the main path first.
 for module in (
-    pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, chat_commands,
-    worker_commands,
-    plan_commands,
-    webui_commands,
+    pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, plan_commands,
+    chat_commands, webui_commands, worker_commands,
 ):
     module.register(app)
