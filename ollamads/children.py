@@ -17,7 +17,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -62,4 +64,24 @@ def wait_forwarding_signals(process: subprocess.Popen[bytes]) -> int | None:
     return received[0] if received else None
 
 
-__all__ = ["FORWARDED_SIGNALS", "parent_death_preexec", "wait_forwarding_signals"]
+def stop_child(process: subprocess.Popen[Any] | None, timeout: float) -> None:
+    """SIGTERM, up to ``timeout`` seconds for the child to shut down in its own way, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a child's log ("" when there is none yet)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+__all__ = ["FORWARDED_SIGNALS", "log_tail", "parent_death_preexec", "stop_child", "wait_forwarding_signals"]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import requests
 
-from ollamads.children import parent_death_preexec, wait_forwarding_signals
+from ollamads.children import log_tail, parent_death_preexec, stop_child, wait_forwarding_signals
 from ollamads.errors import OllamadsError, ToolNotFoundError
 from ollamads.paths import ollamads_home
 from ollamads.pins import pin
@@ -192,19 +192,10 @@ class OpenWebUI:
         return wait_forwarding_signals(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process, timeout=20)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> OpenWebUI:
         self.start()

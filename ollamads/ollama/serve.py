@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ollamads.children import parent_death_preexec, wait_forwarding_signals
+from ollamads.children import log_tail, parent_death_preexec, stop_child, wait_forwarding_signals
 from ollamads.errors import OllamadsError, ServerError, ToolNotFoundError
 from ollamads.ollama.api import answers
 from ollamads.ollama.versions import ServerInfo, normalize_host
@@ -236,20 +236,10 @@ class OllamaServe:
         return wait_forwarding_signals(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process, timeout=15)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> OllamaServe:
         self.start()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ollamads.children import parent_death_preexec
+from ollamads.children import parent_death_preexec, stop_child
 from ollamads.errors import ToolNotFoundError, WorkerError
 from ollamads.rpc.endpoints import resolve_ipv4
 from ollamads.rpc.protocol import DEFAULT_PORT, WorkerProbe, probe
@@ -338,13 +338,7 @@ class RpcWorker:
     def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process, timeout=10)
         if self._reader is not None:
             self._reader.join(timeout=2)
 

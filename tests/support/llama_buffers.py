@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ollamads.children import stop_child
 from ollamads.ollama.serve import free_port
 
 MIB = 1 << 20
@@ -89,12 +90,7 @@ def measure(
         else:
             raise TimeoutError(f"llama-server did not load {model} in {timeout:.0f}s")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, timeout=30)
     return parse_buffers(log_path.read_text(errors="replace"))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ollamads.children import stop_child
 from ollamads.ollama.serve import free_port
 
 from tests.support.toolchain import llama_cpp_tool
@@ -49,9 +50,4 @@ def llama_server(model: Path, log: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, timeout=10)

@@ -3,12 +3,10 @@ our own GGUFWriter (random tensors of several types, an [7, 1] tensor, every KV 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ollamads.gguf.format import (
     KEY_ALIGNMENT,

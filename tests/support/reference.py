@@ -25,11 +25,7 @@ Ollama's chat messages are not the shape the template wants, so they are convert
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from functools import cache
 from typing import Any
 
