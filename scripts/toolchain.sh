@@ -28,6 +28,9 @@ JOBS=${OLLAMADS_BUILD_JOBS:-$(nproc)}
 LLAMA_DIR=$CACHE/llama.cpp-$LLAMA_CPP_PYTHON_VERSION-rpc
 OLD_DIR=$CACHE/ollama-$OLLAMA_OLD_LINE
 NEW_DIR=$CACHE/ollama-$OLLAMA_NEW_LINE-rpc
+NEWEST_DIR=$CACHE/ollama-$OLLAMA_NEWEST_LINE-rpc
+# Not named ollama-v*: the demo's fallback picks the newest real release, never this build.
+UNTESTED_DIR=$CACHE/untested-ollama-$OLLAMA_UNTESTED_VERSION-from-$OLLAMA_NEWEST_LINE
 WEBUI_DIR=$CACHE/open-webui-$OPEN_WEBUI_VERSION
 PLAYWRIGHT_DIR=$CACHE/playwright-core-$PLAYWRIGHT_CORE_VERSION
 ENV_FILE=$CACHE/env.sh
@@ -40,6 +43,8 @@ export OLLAMADS_LLAMA_CPP_BIN=$LLAMA_DIR/bin
 export OLLAMADS_GGUF_SPLIT=$LLAMA_DIR/bin/llama-gguf-split
 export OLLAMADS_OLLAMA_OLD=$OLD_DIR/bin/ollama
 export OLLAMADS_OLLAMA_NEW=$NEW_DIR/bin/ollama
+export OLLAMADS_OLLAMA_NEWEST=$NEWEST_DIR/bin/ollama
+export OLLAMADS_OLLAMA_UNTESTED=$UNTESTED_DIR/bin/ollama
 export OLLAMADS_RPC_SERVER=$LLAMA_DIR/bin/ggml-rpc-server
 export OLLAMADS_OPEN_WEBUI=$WEBUI_DIR/bin/open-webui
 export OLLAMADS_PLAYWRIGHT_CORE=$PLAYWRIGHT_DIR/node_modules/playwright-core
@@ -126,16 +131,18 @@ build_ollama_old_line() {
   log "Ollama $OLLAMA_OLD_LINE ready: $OLD_DIR/bin/ollama"
 }
 
-build_ollama_new_line() {
-  [[ -x $NEW_DIR/bin/ollama ]] && return
-  local src=$CACHE/scratch/ollama-$OLLAMA_NEW_LINE
-  log "building Ollama $OLLAMA_NEW_LINE (API server; llama-server from the llama.cpp build)"
-  go_module_copy "$OLLAMA_NEW_LINE" "$src"
-  rm -rf "$NEW_DIR.tmp" && mkdir -p "$NEW_DIR.tmp/bin" "$NEW_DIR.tmp/lib/ollama"
-  go_build_ollama "$src" "$OLLAMA_NEW_LINE" "$NEW_DIR.tmp/bin/ollama"
-  cp "$LLAMA_DIR"/bin/llama-{server,quantize} "$NEW_DIR.tmp/lib/ollama/"
-  rm -rf "$NEW_DIR" && mv "$NEW_DIR.tmp" "$NEW_DIR"
-  log "Ollama $OLLAMA_NEW_LINE ready: $NEW_DIR/bin/ollama"
+# The >= v0.30 lines: the Go API server, running llama-server/llama-quantize from the llama.cpp
+# build above (Ollama's own CMake fetches llama.cpp from GitHub, out of reach here).
+build_ollama_server_line() { # version dest [version the binary reports]
+  [[ -x $2/bin/ollama ]] && return
+  local src=$CACHE/scratch/ollama-$1 reported=${3:-$1}
+  log "building Ollama $1 as $reported (API server; llama-server from the llama.cpp build)"
+  [[ -d $src ]] || go_module_copy "$1" "$src"
+  rm -rf "$2.tmp" && mkdir -p "$2.tmp/bin" "$2.tmp/lib/ollama"
+  go_build_ollama "$src" "$reported" "$2.tmp/bin/ollama"
+  cp "$LLAMA_DIR"/bin/llama-{server,quantize} "$2.tmp/lib/ollama/"
+  rm -rf "$2" && mv "$2.tmp" "$2"
+  log "Ollama $reported ready: $2/bin/ollama"
 }
 
 # Debian's chromium and chromedriver: the browser tests never download a browser.
@@ -172,7 +179,9 @@ build_playwright_core() {
 
 build_llama_cpp
 build_ollama_old_line
-build_ollama_new_line
+build_ollama_server_line "$OLLAMA_NEW_LINE" "$NEW_DIR"
+build_ollama_server_line "$OLLAMA_NEWEST_LINE" "$NEWEST_DIR"
+build_ollama_server_line "$OLLAMA_NEWEST_LINE" "$UNTESTED_DIR" "$OLLAMA_UNTESTED_VERSION"
 if [[ ${1:-} != --no-webui ]]; then
   install_chromium
   build_open_webui

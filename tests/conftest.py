@@ -3,7 +3,7 @@
 They run the way ``ollamads serve`` runs them (its MODEL_ENVIRONMENT: flash attention, q8_0 KV
 cache, long load timeout, keep-alive), so what the tests prove holds under those settings.
 
-Binaries come from ``scripts/toolchain.sh`` (or OLLAMADS_OLLAMA_OLD / OLLAMADS_OLLAMA_NEW). In CI a
+Binaries come from ``scripts/toolchain.sh`` (or OLLAMADS_OLLAMA_OLD / _NEW / _NEWEST). In CI a
 missing binary fails the test; on a developer machine it skips with the command that builds it.
 The server log is attached to the report of every failing test that used the server.
 """
@@ -17,10 +17,12 @@ import pytest
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
 from tests.support.toolchain import executable, llama_cpp_tool, missing_component  # noqa: F401
 
-#: The two lines the toolchain builds: one that needs merged files, one that takes shards.
+#: The lines the toolchain builds, by what each does with a split GGUF: needs it merged (v0.24),
+#: rewrites the shards into one blob (v0.32), keeps them as one layer each (v0.34).
 OLLAMA_LINES = {
     "merged": ("OLLAMADS_OLLAMA_OLD", "Ollama (the <= v0.24 line)"),
-    "split": ("OLLAMADS_OLLAMA_NEW", "Ollama (the >= v0.30 line)"),
+    "split": ("OLLAMADS_OLLAMA_NEW", "Ollama (the v0.30-v0.32 line)"),
+    "layers": ("OLLAMADS_OLLAMA_NEWEST", "Ollama (the >= v0.33 line)"),
 }
 
 
@@ -68,7 +70,7 @@ def _use(request: pytest.FixtureRequest, line: str) -> OllamaServe:
 
 @pytest.fixture(params=sorted(OLLAMA_LINES))
 def ollama_server(request: pytest.FixtureRequest) -> OllamaServe:
-    """A running real server, once per built line (parametrised: merged, split)."""
+    """A running real server, once per built line (parametrised: layers, merged, split)."""
     return _use(request, request.param)
 
 
@@ -80,6 +82,11 @@ def merged_line_server(request: pytest.FixtureRequest) -> OllamaServe:
 @pytest.fixture
 def split_line_server(request: pytest.FixtureRequest) -> OllamaServe:
     return _use(request, "split")
+
+
+@pytest.fixture
+def layers_line_server(request: pytest.FixtureRequest) -> OllamaServe:
+    return _use(request, "layers")
 
 
 @pytest.hookimpl(hookwrapper=True)
