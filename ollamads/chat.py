@@ -26,15 +26,15 @@ from typing import Any, Union
 import httpx
 import ollama
 
-from ollamads.errors import OllamadsError, ServerError
 from ollamads.catalog.families import ASSISTANT, FAMILIES, THINK_CLOSE, THINK_OPEN
-from ollamads.ollama.modelfile import go_template, thinking_name
+from ollamads.errors import OllamadsError, ServerError
 from ollamads.ollama.api import probe
+from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.versions import ServerInfo, normalize_host
 
 THINKING_CAPABILITY = "thinking"
 
-Messages = Sequence[Union[Mapping[str, Any], ollama.Message]]
+Messages = Sequence[Mapping[str, Any] | ollama.Message]
 
 
 # --- events ----------------------------------------------------------------------------------

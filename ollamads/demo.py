@@ -19,11 +19,11 @@ from pathlib import Path
 import ollama
 
 from ollamads.catalog.families import get_family
-from ollamads.ollama.modelfile import ModelDefinition, thinking_name
-from ollamads.registration import plan_registration, register_files
 from ollamads.ollama.api import answers
-from ollamads.ollama.versions import ServerInfo
+from ollamads.ollama.modelfile import ModelDefinition, thinking_name
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
+from ollamads.ollama.versions import ServerInfo
+from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_shards
 
 DEMO_MODEL = "ollamads-demo:tiny-v3.1"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from ollamads.units import GIB
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"

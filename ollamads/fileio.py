@@ -237,7 +237,7 @@ class TrailingHasher:
                     self._hasher.update(data)
                     self._hashed += len(data)
                     self._cond.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the writer's thread
+        except BaseException as exc:
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
@@ -262,17 +262,17 @@ class TrailingHasher:
 
 __all__ = [
     "COPY_CHUNK",
-    "Copier",
-    "TrailingHasher",
     "PARTIAL_MARK",
     "READ_CHUNK",
+    "Copier",
+    "TrailingHasher",
     "allocated_bytes",
     "atomic_output",
     "hold_lock",
-    "remove_stale",
     "partial_name",
     "preallocate",
     "pwrite_all",
+    "remove_stale",
     "write_all",
     "write_small_file",
 ]

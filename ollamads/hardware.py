@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
 from ollamads.units import MIB
 
 PROBE_TIMEOUT_S = 10.0

@@ -22,9 +22,7 @@ from ollamads._resources import templates_dir
 from ollamads.catalog.entries import UD_PREFIX, normalize_quant
 from ollamads.catalog.families import BOS, EOS, PAD
 from ollamads.catalog.families import FAMILIES as PROMPT_FAMILIES
-from ollamads.gguf.shards import shard_name as split_name
 from ollamads.gguf.deepseek2 import ARCH, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
-from ollamads.tiny_tokenizer import byte_tokens, merges
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -33,6 +31,8 @@ from ollamads.gguf.format import (
     GGUFValueType,
     GGUFWriter,
 )
+from ollamads.gguf.shards import shard_name as split_name
+from ollamads.tiny_tokenizer import byte_tokens, merges
 
 FAMILIES = tuple(PROMPT_FAMILIES)
 

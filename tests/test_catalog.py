@@ -14,8 +14,8 @@ from ollamads.catalog.entries import (
     parse_catalog,
     resolve,
 )
-from ollamads.errors import OllamadsError
 from ollamads.catalog.families import FAMILIES
+from ollamads.errors import OllamadsError
 
 # The guides' published tables: (MoE bits, published GB). Drift in either fails.
 FACTS = {

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from ollamads.ollama.serve import OllamaServe
-
 from tests.test_client import server  # noqa: F401  (the real server with the tiny models registered)
 
 pytestmark = pytest.mark.integration

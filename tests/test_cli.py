@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import run_cli
 from ollamads.ollama.serve import free_port
 from ollamads.tiny import write_tiny_shards
-
+from tests.support.cli import run_cli
 
 run = run_cli
 
@@ -145,8 +144,8 @@ def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_merge_fix_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ollamads.gguf.retemplate import fixed_template_for, rewrite_chat_template
     from ollamads.gguf.format import KEY_CHAT_TEMPLATE, read_gguf
+    from ollamads.gguf.retemplate import fixed_template_for, rewrite_chat_template
 
     shards = write_tiny_shards(tmp_path / "in", "v3.1", n_shards=3)
     rewrite_chat_template(shards[0], shards[0], "{{ messages }}", force=True)

@@ -15,6 +15,7 @@ import ollama
 import pytest
 import requests
 
+from ollamads.catalog.families import ASSISTANT, FAMILIES, get_family
 from ollamads.chat import (
     Answer,
     ContentDelta,
@@ -31,13 +32,12 @@ from ollamads.chat import (
     plan_think,
 )
 from ollamads.errors import OllamadsError, ServerError
-from ollamads.catalog.families import ASSISTANT, FAMILIES, get_family
 from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
 from ollamads.ollama.register import register
-from ollamads.ollama.versions import ServerInfo
-from tests.support.reference import render_prompt
 from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.versions import ServerInfo
 from ollamads.tiny import write_tiny_model
+from tests.support.reference import render_prompt
 
 #: Random weights rarely stop: bound the answer; a seed makes it repeatable.
 TINY_PARAMETERS = {"num_predict": 8, "num_ctx": 1024, "seed": 3407}

@@ -59,11 +59,11 @@ from ollamads.gguf.merge import merge
 from ollamads.gguf.retemplate import rewrite_chat_template
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
-from tests.support.reference import go_json, render_reference, to_hf_messages
 from ollamads.ollama.register import register
-from ollamads.ollama.versions import ServerInfo
 from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.versions import ServerInfo
 from ollamads.tiny import write_tiny_model, write_tiny_shards
+from tests.support.reference import go_json, render_reference, to_hf_messages
 
 CORPUS_DIR = Path(__file__).parent / "conversations"
 #: The catalog's model names: Ollama treats a model called deepseek-r1 specially (pin 6).

@@ -12,11 +12,10 @@ import pytest
 import requests
 
 from ollamads.catalog import CatalogEntry, resolve
-from ollamads.pipeline import create, plan_create
 from ollamads.errors import InsufficientSpaceError
 from ollamads.ollama.serve import OllamaServe
+from ollamads.pipeline import create, plan_create
 from ollamads.tiny import write_tiny_model, write_tiny_shards
-
 from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
 
 pytestmark = pytest.mark.integration

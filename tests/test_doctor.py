@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from ollamads.gguf.format import read_gguf
 from ollamads.hardware import total_ram
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.serve import OllamaServe
 from ollamads.plan.memory import kv_bytes, model_memory
-from ollamads.gguf.format import read_gguf
 from ollamads.tiny import write_tiny_model
 from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
@@ -111,9 +111,9 @@ def test_quantized_cache_with_flash_attention_off_fails(
     assert found["KV cache"]["status"] == "fail" and code == 4
     assert "flash attention off" in found["KV cache"]["summary"]
     # And the server really does refuse to load a DeepSeek model so.
+    from ollamads.gguf.format import GGMLQuantizationType
     from tests.support.synthetic import uniform_types, write_synthetic
     from tests.test_plan_serve import DIMS
-    from ollamads.gguf.format import GGMLQuantizationType
 
     model = write_synthetic(tmp_path / "m", "m", DIMS, uniform_types(GGMLQuantizationType.Q8_0))[0]
     api = OllamaAPI(serve.url)

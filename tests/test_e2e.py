@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from ollamads.catalog.families import get_family
 from ollamads.demo import DEMO_MODEL, run_demo
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
 from ollamads.ollama.register import create_companions
-from ollamads.registration import plan_registration, register_files
-from ollamads.catalog.families import get_family
 from ollamads.ollama.serve import OllamaServe
+from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_shards
-
 from tests.conftest import ollama_binary
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,12 @@ import pytest
 from gguf import GGUFReader
 
 from ollamads.errors import OllamadsError, OutputExistsError
-from ollamads.gguf.retemplate import apply_fixed_template, fixed_template_for, rewrite_chat_template
 from ollamads.gguf.format import KEY_CHAT_TEMPLATE, GGUFFile, read_gguf
 from ollamads.gguf.merge import merge
+from ollamads.gguf.retemplate import apply_fixed_template, fixed_template_for, rewrite_chat_template
 from ollamads.tiny import write_tiny_model, write_tiny_shards
-
-from tests.support.llama_tools import model_kv, model_tensors, write_model
 from tests.support.llama_server import http_json, llama_server
+from tests.support.llama_tools import model_kv, model_tensors, write_model
 
 ASSISTANT = "<｜Assistant｜>"
 CHAT = [

@@ -8,7 +8,6 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from tests.support.llama_tools import LFS_POINTER, model_kv, model_tensors, write_model
 
 from ollamads.errors import GGUFFormatError
 from ollamads.gguf.format import (
@@ -24,6 +23,7 @@ from ollamads.gguf.format import (
     read_gguf,
     tensor_nbytes,
 )
+from tests.support.llama_tools import LFS_POINTER, model_kv, model_tensors, write_model
 
 
 def test_enums_match_gguf_py() -> None:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from tests.support.hubstub import HubStub, git_blob_sha1, repo_from_dir, sha256_hex
-from tests.support.hubstub import hub  # noqa: F401 - a fixture
 from typer.testing import CliRunner
 
 from ollamads.catalog import resolve
@@ -29,6 +27,13 @@ from ollamads.pipeline import plan_quant_pull as plan_pull
 from ollamads.pipeline import pull_quant as pull
 from ollamads.progress import ProgressEvent
 from ollamads.tiny import write_tiny_shards
+from tests.support.hubstub import (
+    HubStub,
+    git_blob_sha1,
+    hub,  # noqa: F401 - a fixture
+    repo_from_dir,
+    sha256_hex,
+)
 
 TERMINUS = "unsloth/DeepSeek-V3.1-Terminus-GGUF"
 TQ1 = "DeepSeek-V3.1-Terminus-UD-TQ1_0.gguf"

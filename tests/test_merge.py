@@ -7,23 +7,22 @@ import os
 import shutil
 import stat
 import subprocess
-from collections import namedtuple
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
-from tests.support.llama_tools import (
-    model_kv,
-    model_tensors,
-    require_gguf_split,
-    split_evenly,
-    write_model,
-    write_split_set,
-)
 
+from ollamads.errors import (
+    GGUFFormatError,
+    InsufficientSpaceError,
+    MergeToolError,
+    OllamadsError,
+    OutputExistsError,
+    ShardSetError,
+    ToolNotFoundError,
+)
 from ollamads.gguf import merge as merge_mod
-from ollamads.errors import GGUFFormatError, OllamadsError, OutputExistsError, ShardSetError, ToolNotFoundError
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -31,7 +30,6 @@ from ollamads.gguf.format import (
     GGUFValueType,
     read_gguf,
 )
-from ollamads.errors import InsufficientSpaceError, MergeToolError
 from ollamads.gguf.merge import (
     find_llama_gguf_split,
     merge,
@@ -40,6 +38,14 @@ from ollamads.gguf.merge import (
     merge_with_llama_gguf_split,
 )
 from ollamads.gguf.shards import open_shard_set, shard_name
+from tests.support.llama_tools import (
+    model_kv,
+    model_tensors,
+    require_gguf_split,
+    split_evenly,
+    write_model,
+    write_split_set,
+)
 
 PREFIX = "DeepSeek-V3.1-UD-TQ1_0"
 

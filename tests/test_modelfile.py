@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ollamads.errors import OllamadsError
 from ollamads.catalog.families import FAMILIES, get_family
+from ollamads.errors import OllamadsError
 from ollamads.ollama.modelfile import (
     THINKING_DECLARATION,
     TOOLS_INCLUDE,

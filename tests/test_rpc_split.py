@@ -15,7 +15,6 @@ from ollamads.ollama.serve import free_port
 from ollamads.rpc.split import EXPERTS_RE, Host, model_bytes, model_bytes_of, split_layers
 from ollamads.rpc.worker import RpcWorker, worker_settings
 from ollamads.tiny import write_tiny_model, write_tiny_shards
-
 from tests.support.toolchain import executable, llama_cpp_tool
 from tests.support.workers import SPLIT_MODEL_SPEC, write_split_model
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ollamads.ollama.serve import free_port
-from ollamads.ollama.serve import MODEL_ENVIRONMENT
-
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, free_port
 from tests.conftest import ollama_binary
 
 pytestmark = pytest.mark.integration

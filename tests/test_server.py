@@ -9,8 +9,8 @@ import pytest
 
 from ollamads.errors import ServerError
 from ollamads.ollama.api import probe
-from ollamads.ollama.versions import ServerInfo, normalize_host, parse_version
 from ollamads.ollama.serve import free_port
+from ollamads.ollama.versions import ServerInfo, normalize_host, parse_version
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+
+from ollamads.errors import GGUFFormatError, ShardSetError
+from ollamads.gguf.format import KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, GGUFWriter
+from ollamads.gguf.shards import SHARD_NAME_FORMAT, open_shard_set, parse_shard_name, shard_name
 from tests.support.llama_tools import (
     LFS_POINTER,
     model_kv,
@@ -14,10 +18,6 @@ from tests.support.llama_tools import (
     write_model,
     write_split_set,
 )
-
-from ollamads.errors import GGUFFormatError, ShardSetError
-from ollamads.gguf.format import KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, GGUFWriter
-from ollamads.gguf.shards import SHARD_NAME_FORMAT, open_shard_set, parse_shard_name, shard_name
 
 PREFIX = "DeepSeek-V3.1-UD-TQ1_0"
 

@@ -29,9 +29,8 @@ from ollamads.tiny import (
     write_tiny_model,
     write_tiny_shards,
 )
-from tests.support.toolchain import built_llama_cpp_tool
-
 from tests.support.llama_server import http_json, llama_server
+from tests.support.toolchain import built_llama_cpp_tool
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

@@ -33,7 +33,6 @@ from ollamads.rpc.protocol import (
 )
 from ollamads.rpc.worker import RpcWorker, worker_settings
 from ollamads.units import parse_size
-
 from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
 from tests.support.toolchain import executable, llama_cpp_tool

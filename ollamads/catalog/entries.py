@@ -22,8 +22,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: tomllib arrived in 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from ollamads.errors import OllamadsError
 from ollamads.catalog.families import FAMILIES, PromptFamily, get_family
+from ollamads.errors import OllamadsError
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 MODEL_PREFIX = "deepseek-"

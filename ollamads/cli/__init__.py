@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             show()
         sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - this is the one place errors become messages
+    except Exception as exc:
         if os.environ.get("OLLAMADS_DEBUG"):
             raise
         from ollamads.cli._errors import error_line

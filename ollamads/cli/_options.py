@@ -5,7 +5,7 @@ Choices are enums, so ``--help`` lists them and a wrong value is a usage error (
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -49,54 +49,54 @@ ModelArg = Annotated[
     str, typer.Argument(help="Catalog model and quant, e.g. v3.1-terminus:TQ1_0 or r1:UD-IQ1_S.")
 ]
 HostOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--host", help="Ollama server URL (default: OLLAMA_HOST or 127.0.0.1:11434)."),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 RevisionOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--revision", help="Branch, tag or commit of the Hub repo (default: main)."),
 ]
 ConnectionsOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--connections", min=1, max=64,
         help="Parallel HTTP connections for downloads (default: OLLAMADS_CONNECTIONS, else 16).",
     ),
 ]
 TemplateModeOpt = Annotated[
-    Optional[TemplateModeChoice],
+    TemplateModeChoice | None,
     typer.Option(help="renderer (Ollama's built-in DeepSeek renderer) or template (Go TEMPLATE)."),
 ]
 ParameterOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--parameter", "-p", help="Override a PARAMETER, e.g. -p num_ctx=32768 (repeatable)."),
 ]
-OllamaBinaryOpt = Annotated[Optional[str], typer.Option("--ollama", help="The `ollama` binary to start.")]
+OllamaBinaryOpt = Annotated[str | None, typer.Option("--ollama", help="The `ollama` binary to start.")]
 ModelsDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--models", help="Ollama's model store (default: OLLAMA_MODELS, else ~/.local/share/ollamads/ollama)."),
 ]
 
 
 RamOpt = Annotated[
-    Optional[str], typer.Option("--ram", help="RAM to plan for, e.g. 128G (default: this machine's).")
+    str | None, typer.Option("--ram", help="RAM to plan for, e.g. 128G (default: this machine's).")
 ]
 VramOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--vram", help="Memory of each GPU, e.g. --vram 24G --vram 24G or --vram 24G,24G; "
                                 "0 for none (default: this machine's GPUs)."),
 ]
 CtxOpt = Annotated[
-    Optional[int], typer.Option("--ctx", help="Context length in tokens (default: the catalog's num_ctx).")
+    int | None, typer.Option("--ctx", help="Context length in tokens (default: the catalog's num_ctx).")
 ]
 KVTypeOpt = Annotated[
     KVTypeChoice, typer.Option("--kv-type", help="KV cache type (the guides: q8_0, never 4-bit).")
 ]
 ServerLineOpt = Annotated[
-    Optional[ServerLineChoice],
+    ServerLineChoice | None,
     typer.Option("--server-line", help="split (Ollama >= 0.30) or merged (<= 0.24) "
                                        "(default: the running server's, else split)."),
 ]

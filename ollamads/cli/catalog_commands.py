@@ -2,12 +2,11 @@
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from ollamads.cli._options import JsonOpt
-
 
 RefreshOpt = Annotated[
     bool, typer.Option("--refresh", help="Read the Hub's listing for every catalog repo first (sizes, shards).")
@@ -145,7 +144,7 @@ def show_command(
 
 def modelfiles_command(
     write: Annotated[bool, typer.Option("--write", help="Rewrite modelfiles/ instead of checking it.")] = False,
-    directory: Annotated[Optional[Path], typer.Option(help="Default: the repository's modelfiles/.")] = None,
+    directory: Annotated[Path | None, typer.Option(help="Default: the repository's modelfiles/.")] = None,
 ) -> None:
     """Check (or --write) the rendered Modelfiles of every catalog entry."""
     from ollamads._resources import modelfiles_dir

@@ -6,7 +6,7 @@ terminal shows a transient "thinking…" spinner on stderr while the model reaso
 
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,11 +27,11 @@ PROMPT = ">>> "
 
 ModelArg = Annotated[str, typer.Argument(help="A registered model, e.g. deepseek-v3.1:tq1_0.")]
 PromptArg = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(help="Ask this once and exit; without it, chat until /bye or Ctrl-D."),
 ]
 ThinkOpt = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--think/--no-think",
         help="Reasoning on or off (default: the model's own: V3.1 off, R1 always on, V3 none).",
@@ -41,7 +41,7 @@ ShowThinkingOpt = Annotated[
     bool, typer.Option("--show-thinking", help="Print the reasoning, dimmed, before the answer.")
 ]
 HostOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--host", help="Ollama server URL (default: OLLAMA_HOST or 127.0.0.1:11434)."),
 ]
 
@@ -53,7 +53,7 @@ class _Printer:
         self.out = out
         self.err = err
         self.show_thinking = show_thinking
-        self._status: "Status | None" = None
+        self._status: Status | None = None
         self._thought = False
 
     def answer(self, events: "Iterator[Event]") -> str:
@@ -98,7 +98,7 @@ class _Printer:
             self._status = None
 
 
-def _repl(client: "DeepSeekClient", model: str, think: Optional[bool], printer: _Printer) -> None:
+def _repl(client: "DeepSeekClient", model: str, think: bool | None, printer: _Printer) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
         printer.err.print(_text(f"{model} on {client.host} — {BYE} or Ctrl-D to quit", style="dim"))
@@ -136,9 +136,9 @@ def chat(
     host: HostOpt = None,
 ) -> None:
     """Chat with a registered model: one answer for PROMPT, else an interactive chat."""
-    from ollamads.chat import DeepSeekClient
-
     from rich.console import Console
+
+    from ollamads.chat import DeepSeekClient
 
     printer = _Printer(Console(highlight=False), Console(stderr=True, highlight=False), show_thinking)
     with DeepSeekClient(host) as client:

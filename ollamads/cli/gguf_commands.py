@@ -1,7 +1,7 @@
 """``ollamads merge``: split GGUF shards into one file, optionally with the fixed template."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ def merge_command(
         typer.Option(help="auto: llama-gguf-split when found, else the built-in merger."),
     ] = MergeMethodChoice.auto,
     gguf_split: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--gguf-split", help="Path of llama-gguf-split (else OLLAMADS_GGUF_SPLIT, PATH)."),
     ] = None,
     fix_template: Annotated[

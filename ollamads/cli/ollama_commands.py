@@ -1,7 +1,7 @@
 """``ollamads serve`` and ``ollamads register``: the Ollama server and its store."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,7 +27,7 @@ def register_command(
     files: Annotated[list[Path], typer.Argument(help="One merged GGUF, or every shard of a split set.")],
     family: Annotated[FamilyChoice, typer.Option(help="Prompt format.")] = FamilyChoice.v3_1,
     template_mode: TemplateModeOpt = None,
-    modelfile: Annotated[Optional[Path], typer.Option(help="Also write the Modelfile here.")] = None,
+    modelfile: Annotated[Path | None, typer.Option(help="Also write the Modelfile here.")] = None,
     parameter: ParameterOpt = None,
     host: HostOpt = None,
     dry_run: DryRunOpt = False,
@@ -97,11 +97,11 @@ def echo_run_lines(name: str, companions: tuple[str, ...]) -> None:
 def serve(
     models: ModelsDirOpt = None,
     host: Annotated[
-        Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1:11434: loopback only).")
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1:11434: loopback only).")
     ] = None,
     ollama_binary: OllamaBinaryOpt = None,
     workers: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--workers",
             help="Spread models over llama.cpp RPC workers (`ollamads worker`), host:port,... "
@@ -109,7 +109,7 @@ def serve(
         ),
     ] = None,
     plan: Annotated[
-        Optional[str], typer.Option("--plan", metavar="MODEL:QUANT",
+        str | None, typer.Option("--plan", metavar="MODEL:QUANT",
                                     help="Also set the offload environment `ollamads plan` gives this model.")
     ] = None,
     ram: RamOpt = None,

@@ -1,6 +1,6 @@
 """``ollamads create`` (Hub -> Ollama in one command) and ``ollamads demo``."""
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ from ollamads.cli._options import (
 
 def create(
     model: ModelArg,
-    name: Annotated[Optional[str], typer.Option(help="Ollama model name (default: e.g. deepseek-v3.1-terminus:tq1_0).")] = None,
+    name: Annotated[str | None, typer.Option(help="Ollama model name (default: e.g. deepseek-v3.1-terminus:tq1_0).")] = None,
     keep_shards: Annotated[
         bool, typer.Option("--keep-shards/--delete-shards", help="After the server has the model, keep or delete the downloaded shards.")
     ] = True,
@@ -36,7 +36,8 @@ def create(
     from ollamads.cli._progress import progress_display, stderr_console
     from ollamads.cli.hub_commands import format_plan
     from ollamads.ollama.modelfile import parse_parameters
-    from ollamads.pipeline import create as create_model, plan_create
+    from ollamads.pipeline import create as create_model
+    from ollamads.pipeline import plan_create
 
     overrides = parse_parameters(parameter or [])
     console = stderr_console()

@@ -1,7 +1,7 @@
 """``ollamads webui``: Open WebUI on the ollamads server, with defaults for these models."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,11 +12,11 @@ def webui(
     host: HostOpt = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port for Open WebUI on 127.0.0.1.")] = 8080,
     data_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--data-dir", help="Open WebUI's chats and database (default: ~/.local/share/ollamads/open-webui)."),
     ] = None,
     open_webui: Annotated[
-        Optional[str], typer.Option("--open-webui", help="The open-webui executable (default: OLLAMADS_OPEN_WEBUI, then PATH).")
+        str | None, typer.Option("--open-webui", help="The open-webui executable (default: OLLAMADS_OPEN_WEBUI, then PATH).")
     ] = None,
 ) -> None:
     """Start Open WebUI (installed separately) wired to the Ollama server; Ctrl-C stops it.

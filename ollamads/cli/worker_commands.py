@@ -2,7 +2,7 @@
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,7 +30,7 @@ def worker(
         ),
     ] = False,
     mem: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--mem",
             help="Cap each device at this much memory, e.g. 64GiB (rpc-server has no cap of its "
@@ -41,18 +41,18 @@ def worker(
         bool, typer.Option("--cache", help="Keep large tensors in llama.cpp's local cache, so reloads skip sending them.")
     ] = False,
     cache_dir: Annotated[
-        Optional[Path], typer.Option("--cache-dir", help="LLAMA_CACHE for rpc-server (implies --cache; files go to DIR/rpc).")
+        Path | None, typer.Option("--cache-dir", help="LLAMA_CACHE for rpc-server (implies --cache; files go to DIR/rpc).")
     ] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (rpc-server's default: half the cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (rpc-server's default: half the cores).")] = None,
     device: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--device", help="Device(s) to expose, e.g. CUDA0 (default: every GPU, else the CPU)."),
     ] = None,
     rpc_server: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--rpc-server", help="llama.cpp's rpc-server (default: OLLAMADS_RPC_SERVER, then PATH)."),
     ] = None,
-    log: Annotated[Optional[Path], typer.Option(help="rpc-server's log (default: <home>/worker-PORT.log).")] = None,
+    log: Annotated[Path | None, typer.Option(help="rpc-server's log (default: <home>/worker-PORT.log).")] = None,
 ) -> None:
     """Lend this machine's memory to a head node: run llama.cpp's rpc-server; Ctrl-C stops it."""
     from ollamads.cli._progress import stderr_console

@@ -15,8 +15,8 @@ the output and rename it at the end, and delete the partial file on any failure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import functools
+import hashlib
 import os
 import shutil
 import subprocess

@@ -250,7 +250,7 @@ class Downloader:
                         target, index = self._jobs[self._next]
                         self._next += 1
                     self._fetch_range(session, target, index)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            except BaseException as exc:
                 self._fail(exc)
 
     def _fetch_range(self, session: requests.Session, target: _Target, index: int) -> None:
@@ -333,7 +333,7 @@ class Downloader:
                 if not self._hash(target):
                     return
                 self._finish(target)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:
             self._fail(exc)
 
     def _hash(self, target: _Target) -> bool:

@@ -26,8 +26,8 @@ import jinja2
 
 from ollamads import __version__
 from ollamads._resources import templates_dir
-from ollamads.errors import OllamadsError
 from ollamads.catalog.families import PromptFamily
+from ollamads.errors import OllamadsError
 from ollamads.ollama.versions import ServerInfo
 
 TemplateMode = Literal["renderer", "template"]

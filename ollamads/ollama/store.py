@@ -475,18 +475,18 @@ def supports_direct(server: ServerInfo) -> bool:
 
 __all__ = [
     "DIRECT_VERSIONS",
-    "ModelFacts",
-    "file_type_name",
-    "human_number",
     "BlobWriter",
     "Layer",
     "LocalStore",
+    "ModelFacts",
     "ModelName",
     "Placement",
     "StoreCheck",
     "candidate_stores",
     "default_stores",
+    "file_type_name",
     "find_store",
+    "human_number",
     "remember_serve",
     "supports_direct",
 ]

@@ -1,12 +1,17 @@
 """Which Ollama a server is, and what its version can do.
 
-Two lines of Ollama are in use and they want different things from us:
+Three lines of Ollama are in use and they do different things with a GGUF:
 
 * up to v0.24 llama.cpp is linked into the server; a split GGUF cannot be loaded, so shards
-  must be merged into one file first;
-* from v0.30 the server runs ``llama-server`` and accepts the shards themselves.
+  must be merged into one file first (``merge``);
+* v0.30-v0.32 run ``llama-server``, accept the shards and rewrite them into one blob with
+  ``llama-quantize ... COPY`` at create time (``rewrite``);
+* from v0.33 the server stores a GGUF as it is and keeps split shards as one layer each
+  (``layers``).
 
-Everything that depends on the line is decided here, from ``GET /api/version``.
+Everything that depends on the line is decided here, from ``GET /api/version``. Each line was
+proven by the tests on the release pinned for it (``pins.toml``); a server newer than all of
+them is treated like the newest and its result is checked after registration.
 """
 
 from __future__ import annotations
@@ -14,20 +19,30 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from ollamads.errors import ServerError
+from ollamads.pins import pin
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: ``think`` request field and the ``.Think`` template variable.
 MIN_THINK_VERSION = (0, 9, 0)
 #: First release that accepts split GGUFs in ``/api/create``.
 SPLIT_GGUF_VERSION = (0, 30, 0)
+#: First release that stores GGUFs as they are, split shards as one model layer each
+#: (server/create_split_gguf.go; server/quantization.go, the rewrite, is gone).
+SHARDS_AS_LAYERS_VERSION = (0, 33, 0)
 #: First release with both names ``RENDERER deepseek3.1`` and ``PARSER deepseek3``.
 DEEPSEEK_RENDERER_VERSION = (0, 13, 5)
 #: ``renderer`` / ``parser`` fields in ``/api/create``.
 CREATE_RENDERER_FIELD_VERSION = (0, 12, 0)
 #: Control calls are quick; model loads and generation are not, and get no timeout.
 CONTROL_TIMEOUT_S = 10.0
+
+#: What a line does with the GGUF files of ``/api/create``.
+GgufHandling = Literal["merge", "rewrite", "layers"]
+#: The releases the test suite runs against, one per line (pins.toml).
+TESTED_RELEASE_PINS = ("OLLAMA_OLD_LINE", "OLLAMA_NEW_LINE", "OLLAMA_NEWEST_LINE")
 
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
@@ -75,8 +90,37 @@ class ServerInfo:
 
     @property
     def line(self) -> str:
-        """``"merged"`` (<= v0.24, needs one GGUF file) or ``"split"`` (>= v0.30)."""
+        """``"merged"`` (<= v0.24, needs one GGUF file) or ``"split"`` (>= v0.30): the prompt
+        format and engine line, which the Modelfiles follow."""
         return "split" if self.accepts_split_gguf else "merged"
+
+    @property
+    def gguf_handling(self) -> GgufHandling:
+        """What this server does with a model's GGUF files at create time."""
+        if not self.accepts_split_gguf:
+            return "merge"
+        return "layers" if self.version_tuple >= SHARDS_AS_LAYERS_VERSION else "rewrite"
+
+    @property
+    def tested(self) -> bool:
+        """A release the test suite runs against."""
+        return self.version_tuple in tested_releases()
+
+    @property
+    def newer_than_tested(self) -> bool:
+        return self.version_tuple > max(tested_releases())
+
+    def untested_note(self) -> str | None:
+        """One line for ``doctor`` and ``create`` when this release was never tested."""
+        if self.tested:
+            return None
+        newest = ".".join(map(str, max(tested_releases())))
+        if self.newer_than_tested:
+            return (f"Ollama {self.version} is newer than any release ollamads was tested with "
+                    f"(newest: {newest}); it is treated like {newest} and each model is checked "
+                    "after registration")
+        return (f"Ollama {self.version} is not a release ollamads was tested with; it is treated "
+                f"as its line ({self.gguf_handling}) and each model is checked after registration")
 
     @property
     def supports_think(self) -> bool:
@@ -92,6 +136,10 @@ class ServerInfo:
                 f"Ollama {self.version} at {self.host} is too old for thinking mode",
                 "upgrade Ollama to v0.9.0 or newer",
             )
+
+
+def tested_releases() -> tuple[tuple[int, int, int], ...]:
+    return tuple(parse_version(pin(name)) for name in TESTED_RELEASE_PINS)
 
 
 # --- KV cache and flash attention, as each line applies them to a DeepSeek (MLA) model --------

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ollamads.errors import OllamadsError
+from ollamads.gguf.format import GGML_QUANT_SIZES
 from ollamads.hardware import Machine
 from ollamads.ollama.versions import kv_types_for
-from ollamads.gguf.format import GGML_QUANT_SIZES
 from ollamads.plan.memory import (
     DEFAULT_UBATCH,
     KV_CACHE_TYPES,

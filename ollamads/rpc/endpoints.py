@@ -94,4 +94,4 @@ def rpc_list(endpoints: Iterable[Endpoint]) -> str:
     return ",".join(str(e) for e in endpoints)
 
 
-__all__ = ["Endpoint", "MAX_WORKERS", "RPC_LIST_ENV", "parse_endpoint", "parse_workers", "resolve_ipv4", "rpc_list"]
+__all__ = ["MAX_WORKERS", "RPC_LIST_ENV", "Endpoint", "parse_endpoint", "parse_workers", "resolve_ipv4", "rpc_list"]

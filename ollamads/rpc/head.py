@@ -313,9 +313,9 @@ def prepare_head(ollama_binary: str, endpoints: Sequence[Endpoint]) -> HeadPlan:
 
 
 __all__ = [
+    "MIN_RPC_OLLAMA",
     "HeadPlan",
     "ListedDevice",
-    "MIN_RPC_OLLAMA",
     "WorkerReport",
     "WorkerWatch",
     "check_rpc_support",

@@ -217,7 +217,7 @@ def split_layers(
     ram_used = model.input + experts_to_ram + sum(layers[i].total + kv_per_layer for i in range(end))
     if not output_placed:
         ram_used += model.output
-    shares.append(Share(head_ram, "head-ram", range(0, end), not output_placed, used=ram_used))
+    shares.append(Share(head_ram, "head-ram", range(end), not output_placed, used=ram_used))
     shortfall = max(ram_used - head_ram.room, 0)
     warnings = tuple(
         f"{s.host.name} holds no layer: it is too small for one" for s in shares if s.role == "worker" and not s.layers

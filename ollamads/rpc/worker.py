@@ -294,7 +294,7 @@ class RpcWorker:
                 return
             except OSError:
                 pass
-            except Exception as exc:  # noqa: BLE001 - anything but "not yet listening"
+            except Exception as exc:
                 raise WorkerError(f"{self.settings.binary} does not answer as an rpc-server ({exc})", _BUILD_HINT) from exc
             if time.monotonic() > deadline:
                 raise WorkerError(

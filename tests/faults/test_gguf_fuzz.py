@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import struct
 import tracemalloc
-
 from dataclasses import dataclass, field
 from pathlib import Path
 

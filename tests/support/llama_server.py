@@ -15,7 +15,6 @@ import pytest
 
 from ollamads.children import stop_child
 from ollamads.ollama.serve import free_port
-
 from tests.support.toolchain import llama_cpp_tool
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ollamads.gguf.deepseek2 import DEEPSEEK_V3, DeepSeek2Dims, Role, TensorSlot, tensor_layout
 from ollamads.gguf.format import (
+    GGML_QUANT_SIZES,
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
     KEY_SPLIT_TENSORS_COUNT,
-    GGML_QUANT_SIZES,
     GGMLQuantizationType,
     GGUFValueType,
     TensorInfo,
