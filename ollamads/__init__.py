@@ -31,7 +31,7 @@ _LAZY = {
     "rewrite_chat_template": "ollamads.gguf.retemplate",
     # the Ollama server
     "OllamaAPI": "ollamads.ollama.api",
-    "register": "ollamads.ollama.register",
+    "register": "ollamads.registration",
     "ModelDefinition": "ollamads.ollama.modelfile",
     # chatting
     "DeepSeekClient": "ollamads.chat",

@@ -50,6 +50,7 @@ def exit_code(findings: list[Finding]) -> int:
 def check_server(host: str | None) -> tuple[list[Finding], Any]:
     from ollamads.errors import ServerError
     from ollamads.ollama.api import probe
+    from ollamads.ollama.versions import tested_release_names
 
     try:
         server = probe(host, timeout=PROBE_TIMEOUT_S)
@@ -60,10 +61,21 @@ def check_server(host: str | None) -> tuple[list[Finding], Any]:
         "renderer": server.has_deepseek_renderer,
         "think": server.supports_think,
     }
-    line = ">= 0.30, takes split GGUFs" if server.accepts_split_gguf else "<= 0.24, shards are merged first"
+    line = {
+        "merge": "<= 0.24, shards are merged first",
+        "rewrite": "0.30-0.34.0, takes split GGUFs and rewrites them",
+        "layers": ">= 0.34.1, keeps GGUFs and shards as they are",
+    }[server.gguf_handling]
     words = ", ".join(f"{name.replace('_', ' ')} {'yes' if on else 'no'}" for name, on in features.items())
     summary = f"Ollama {server.version} at {server.host} ({line}; {words})"
-    details = {"host": server.host, "version": server.version, "line": server.line, **features}
+    details = {"host": server.host, "version": server.version, "line": server.line,
+               "gguf_handling": server.gguf_handling, "tested": server.tested, **features}
+    untested = server.untested_note()
+    if untested:
+        return [Finding("server", WARN, f"{summary}; {untested}",
+                        "use a tested release for certainty: "
+                        + ", ".join(v.removeprefix("v") for v in tested_release_names()),
+                        details)], server
     if not server.supports_think:
         return [Finding("server", WARN, summary, "upgrade Ollama to v0.9.0 or newer for thinking mode",
                         details)], server
@@ -72,27 +84,11 @@ def check_server(host: str | None) -> tuple[list[Finding], Any]:
 
 def server_process_environment(server_url: str) -> dict[str, str] | None:
     """The environment of the ``ollama serve`` process answering at ``server_url``, when it
-    runs on this machine as this user (Linux /proc); None otherwise."""
-    from ollamads.ollama.versions import normalize_host
+    runs on this machine and this user may read it (Linux /proc); None otherwise."""
+    from ollamads.ollama.local_server import server_process
 
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if len(argv) < 2 or Path(argv[0].decode(errors="replace")).name != "ollama" \
-                    or argv[1] != b"serve":
-                continue
-            raw = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-        if normalize_host(env.get("OLLAMA_HOST") or "127.0.0.1:11434") == server_url:
-            return env
-    return None
+    process = server_process(server_url)
+    return process.environ if process is not None else None
 
 
 def check_kv_cache(server: Any) -> list[Finding]:

@@ -25,7 +25,16 @@ from ollamads.ollama.store import Placement, StoreCheck, find_store
 from ollamads.ollama.versions import ServerInfo
 from ollamads.paths import ollamads_home, read_record, write_record
 from ollamads.progress import Progress
-from ollamads.registration import Route, choose_route, disk_needs, plan_registration, register_files
+from ollamads.registration import (
+    Route,
+    check_tensor_types,
+    choose_route,
+    describe_route,
+    disk_needs,
+    merged_name,
+    plan_registration,
+    register_files,
+)
 from ollamads.units import DiskNeed, check_space, shortfalls
 
 Report = Callable[[str], None]
@@ -116,7 +125,13 @@ class CreatePlan:
         return [s.describe() for s in shortfalls(self.needs)]
 
     def describe_route(self) -> str:
-        return f"{self.route} ({self.store.reason})"
+        return f"{self.route}: {describe_route(self.route, self.server)} ({self.store.reason})"
+
+    def notes(self) -> list[str]:
+        """What a user should know before the download starts: an untested server, a store
+        that files cannot be placed in (and how to allow it)."""
+        said = [note for note in (self.server.untested_note(), self.store.fix) if note]
+        return said
 
 
 @dataclass(frozen=True)
@@ -138,10 +153,20 @@ class CreateResult:
 
 def _merged_path(plan: PullPlan) -> Path | None:
     first = plan.files[0].local
-    parsed = parse_shard_name(first.name)
-    if len(plan.files) == 1 or parsed is None:
+    if len(plan.files) == 1 or parse_shard_name(first.name) is None:
         return None
-    return first.with_name(f"{parsed[0]}.gguf")
+    return first.with_name(merged_name(first.name))
+
+
+def check_readable_quant(entry: CatalogEntry, server: ServerInfo, pull_plan: PullPlan) -> None:
+    """Refuse a quant whose tensor types the server cannot read before a byte of it is
+    downloaded: its headers come from verified local files, a cache, or Range requests."""
+    if not server.unreadable_tensor_types:
+        return
+    from ollamads.plan.sources import quant_headers
+
+    headers, _ = quant_headers(entry, pull_plan.revision, [f.remote for f in pull_plan.files])
+    check_tensor_types(server, headers, pull_plan.files[0].local.name)
 
 
 def plan_create(
@@ -152,12 +177,13 @@ def plan_create(
     if entry.prompt_family.can_think:
         server.require_think()
     pull_plan = plan_quant_pull(entry)
+    check_readable_quant(entry, server, pull_plan)
     store = find_store(server)
     split = len(pull_plan.files) > 1
     route = choose_route(server, store.store, split=split)
-    merged = _merged_path(pull_plan) if route == "upload" and split and not server.accepts_split_gguf else None
+    merged = _merged_path(pull_plan) if route == "upload" and split and server.gguf_handling == "merge" else None
     needs = [pull_plan.disk_need()]
-    needs += disk_needs(route, server, store.store, size=pull_plan.bytes_total,
+    needs += disk_needs(route, server, store, size=pull_plan.bytes_total,
                         files_dir=pull_plan.directory, merged_path=merged)
     return CreatePlan(entry, name or entry.ollama_name, server, pull_plan, route, store, merged,
                       tuple(needs), delete_shards)
@@ -186,6 +212,9 @@ def create(
     )
     check_space(plan.needs, plan.entry.spec,
                 "free some space or point OLLAMADS_HOME / OLLAMA_MODELS at a bigger disk")
+    report(f"Ollama {server.version} at {server.host}: {plan.describe_route()}")
+    for note in plan.notes():
+        report(note)
     lock = ollamads_home() / "locks" / (hashlib.sha256(f"{server.host}\0{plan.name}".encode()).hexdigest()[:16])
     with exclusive(lock, f"creating {plan.name} on {server.host}"):
         api = OllamaAPI(server.host)

@@ -18,11 +18,11 @@ from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
 from tests.support.toolchain import executable, llama_cpp_tool, missing_component  # noqa: F401
 
 #: The lines the toolchain builds, by what each does with a split GGUF: needs it merged (v0.24),
-#: rewrites the shards into one blob (v0.32), keeps them as one layer each (v0.34).
+#: rewrites the shards into one blob (v0.30-v0.34.0), keeps them as one layer each (v0.34.1+).
 OLLAMA_LINES = {
     "merged": ("OLLAMADS_OLLAMA_OLD", "Ollama (the <= v0.24 line)"),
-    "split": ("OLLAMADS_OLLAMA_NEW", "Ollama (the v0.30-v0.32 line)"),
-    "layers": ("OLLAMADS_OLLAMA_NEWEST", "Ollama (the >= v0.33 line)"),
+    "split": ("OLLAMADS_OLLAMA_NEW", "Ollama (the v0.30-v0.34.0 line)"),
+    "layers": ("OLLAMADS_OLLAMA_NEWEST", "Ollama (the >= v0.34.1 line)"),
 }
 
 

@@ -48,6 +48,8 @@ def register_command(
     for path in files:
         if not path.is_file():
             raise OllamadsError(f"{path} does not exist", "pass the GGUF files to register")
+    from ollamads.units import format_bytes
+
     shard_set = open_shard_set(files[0])
     if len(files) > 1 and sorted(files) != sorted(shard_set.paths):
         raise OllamadsError(
@@ -65,6 +67,11 @@ def register_command(
         for each in (definition, *definition.companions):
             typer.echo(each.modelfile(header), nl=False)
         typer.echo(f"# route: {plan.route} ({plan.store_reason})")
+        for need in plan.needs:
+            typer.echo(f"# disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+        for note in (server.untested_note(), plan.store_check.fix):
+            if note:
+                typer.echo(f"# note: {note}")
         return
     from ollamads.units import check_space
 
@@ -77,6 +84,9 @@ def register_command(
             modelfile.with_name(modelfile.name + THINKING_TAG_SUFFIX).write_text(
                 companion.modelfile(header), encoding="utf-8")
     console = stderr_console()
+    for note in (server.untested_note(), plan.store_check.fix):
+        if note:
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     with progress_display(console) as progress:
         result = register_files(plan, definition, progress=progress,
                                 report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True))

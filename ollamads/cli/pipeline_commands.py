@@ -50,15 +50,18 @@ def create(
     if dry_run:
         from ollamads.units import format_bytes, shortfalls
 
-        plan = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
-        typer.echo(format_plan(plan.pull))
-        typer.echo(f"Ollama {plan.server.version} at {plan.server.host}: {plan.describe_route()}")
-        for need in plan.needs:
-            if need.bytes:
-                typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
-        for short in shortfalls(plan.needs):
+        planned = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
+        typer.echo(format_plan(planned.pull))
+        typer.echo(f"Ollama {planned.server.version} at {planned.server.host}: {planned.describe_route()}")
+        for note in planned.notes():
+            typer.echo(f"note: {note}")
+        for need in planned.needs:
+            typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+        if len(planned.needs) == 1:
+            typer.echo("  disk: nothing else (the server's store gets the files without a copy)")
+        for short in shortfalls(planned.needs):
             typer.echo(f"NOT ENOUGH DISK: {short.describe()}")
-        typer.echo(f"would register {plan.name}")
+        typer.echo(f"would register {planned.name}")
         return
     with progress_display(console) as progress:
         result = create_model(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ollamads.hub.listing import RemoteFile
-from ollamads.paths import read_record, repo_dir, write_record
+from ollamads.paths import models_dir, read_record, repo_dir, write_record
 
 STATE_DIR = ".ollamads"
 PART_SUFFIX = ".part"
@@ -76,6 +76,25 @@ def recorded_verified(repo: str, file: RemoteFile, local: Path) -> bool:
         return read_record(record_path(repo, file.path)) == _stat_record(local, file)
     except OSError:
         return False
+
+
+def recorded_sha256(local: Path) -> str | None:
+    """The Hub's sha256 that ``local``, a download of ollamads, was verified against, if it has
+    not changed since (its record's size and mtime): a blob digest without reading the file."""
+    try:
+        relative = local.resolve().relative_to(models_dir().resolve())
+        stat = local.stat()
+    except (ValueError, OSError):
+        return None
+    if len(relative.parts) < 3:
+        return None
+    repo, path = "/".join(relative.parts[:2]), "/".join(relative.parts[2:])
+    record = read_record(record_path(repo, path))
+    digest = record.get("digest")
+    if record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns \
+            and isinstance(digest, str) and digest.startswith("sha256:"):
+        return digest
+    return None
 
 
 def is_verified(repo: str, file: RemoteFile, local: Path) -> bool:

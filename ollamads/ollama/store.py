@@ -39,6 +39,7 @@ from ollamads.errors import PlacementError
 from ollamads.fileio import Copier, remove_stale, write_all
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.gojson import go_json
+from ollamads.ollama.local_server import ServerProcess, server_process
 from ollamads.ollama.versions import ServerInfo
 from ollamads.paths import ollamads_home, read_record, write_record
 from ollamads.pins import pin
@@ -99,14 +100,19 @@ def remember_serve(url: str, models_dir: Path) -> None:
     write_record(ollamads_home() / SERVE_RECORD, record)
 
 
-def candidate_stores(server: ServerInfo) -> list[Path]:
-    """Stores that may be the server's, most likely first (none for a remote server)."""
+def candidate_stores(server: ServerInfo, process: ServerProcess | None = None) -> list[Path]:
+    """Stores that may be the server's, most likely first (none for a remote server): the one
+    ``ollamads serve`` started it on, the one its process says, this shell's OLLAMA_MODELS,
+    the platform defaults."""
     if not _is_loopback(server.host):
         return []
     found: list[Path] = []
     served = read_record(ollamads_home() / SERVE_RECORD).get(server.host)
     if isinstance(served, str):
         found.append(Path(served))
+    process_store = process.models_dir() if process is not None else None
+    if process_store is not None:
+        found.append(process_store)
     if os.environ.get("OLLAMA_MODELS"):
         found.append(Path(os.environ["OLLAMA_MODELS"]).expanduser())
     found += default_stores()
@@ -123,6 +129,16 @@ class StoreCheck:
 
     store: LocalStore | None
     reason: str
+    #: The store a local server uses when ollamads may not place files in it (another user's):
+    #: uploads land there, on this machine's disk.
+    server_store: Path | None = None
+    #: How to let ollamads place files there instead of uploading them.
+    fix: str | None = None
+
+    @property
+    def local_server_store(self) -> Path | None:
+        """Where the server writes what it is sent, when that is on this machine."""
+        return self.store.root if self.store else self.server_store
 
 
 @dataclass(frozen=True)
@@ -426,30 +442,63 @@ def _clone_or_copy(src: Path, dst_fd: int, size: int) -> Placement:
 
 
 def find_store(server: ServerInfo) -> StoreCheck:
-    """The server's store if it is on this machine and this process may write it."""
+    """The server's store if it is on this machine and this process may place files in it."""
     if not _is_loopback(server.host):
         return StoreCheck(None, f"the server at {server.host} is not on this machine")
     api = OllamaAPI(server.host)
+    process = server_process(server.host)
+    from_process = process.models_dir() if process is not None else None
     reasons = []
-    for root in candidate_stores(server):
+    for root in candidate_stores(server, process):
         blobs = root / "blobs"
-        if not blobs.is_dir():
-            continue
         try:
+            if not blobs.is_dir():
+                continue
             owner = blobs.stat().st_uid
         except OSError:
             continue
-        if owner != os.geteuid():
-            # The server touches each blob at create time, which only the owner may do.
-            reasons.append(f"{root} belongs to another user")
+        server_uid = process.uid if process is not None and root == from_process else owner
+        if server_uid not in (os.geteuid(), 0):
+            # The server sets each blob's times at create (os.Chtimes), which only the file's
+            # owner may do: files this user places would stop its create.
+            if root == from_process:
+                return _not_placeable(root, _user_name(server_uid),
+                                      f"the server runs as {_user_name(server_uid)}")
+            reasons.append(f"{root} belongs to {_user_name(owner)}")
             continue
         if not os.access(blobs, os.W_OK):
+            if root == from_process:
+                return _not_placeable(root, _user_name(owner),
+                                      f"this user may not write {blobs}")
             reasons.append(f"{root} is not writable")
             continue
         if _server_sees(api, LocalStore(root)):
-            return StoreCheck(LocalStore(root), f"the server's store is {root}")
+            how = f" (from its process, pid {process.pid})" if process is not None and root == from_process else ""
+            return StoreCheck(LocalStore(root), f"the server's store is {root}{how}")
         reasons.append(f"{root} is not the running server's store")
     return StoreCheck(None, "; ".join(reasons) or "the server's store was not found on this machine")
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _not_placeable(root: Path, user: str, why: str) -> StoreCheck:
+    me = _user_name(os.geteuid())
+    return StoreCheck(
+        None,
+        f"the server's store is {root}, but {why}: files are uploaded through the API instead "
+        "of placed",
+        server_store=root,
+        fix=(f"to place files (no upload, no second copy): run ollamads as {user} "
+             f"(sudo -u {user} ollamads ...), or run the server as {me} on a store of yours "
+             "(`ollamads serve`, or OLLAMA_MODELS=<folder> ollama serve)"),
+    )
 
 
 def _server_sees(api: OllamaAPI, store: LocalStore) -> bool:

@@ -4,9 +4,9 @@ Three lines of Ollama are in use and they do different things with a GGUF:
 
 * up to v0.24 llama.cpp is linked into the server; a split GGUF cannot be loaded, so shards
   must be merged into one file first (``merge``);
-* v0.30-v0.32 run ``llama-server``, accept the shards and rewrite them into one blob with
+* v0.30.0-v0.34.0 run ``llama-server``, accept the shards and rewrite them into one blob with
   ``llama-quantize ... COPY`` at create time (``rewrite``);
-* from v0.33 the server stores a GGUF as it is and keeps split shards as one layer each
+* from v0.34.1 the server stores a GGUF as it is and keeps split shards as one layer each
   (``layers``).
 
 Everything that depends on the line is decided here, from ``GET /api/version``. Each line was
@@ -29,9 +29,10 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 MIN_THINK_VERSION = (0, 9, 0)
 #: First release that accepts split GGUFs in ``/api/create``.
 SPLIT_GGUF_VERSION = (0, 30, 0)
-#: First release that stores GGUFs as they are, split shards as one model layer each
-#: (server/create_split_gguf.go; server/quantization.go, the rewrite, is gone).
-SHARDS_AS_LAYERS_VERSION = (0, 33, 0)
+#: First release that stores GGUFs as they are, split shards as one model layer each: its
+#: source adds server/create_split_gguf.go and drops server/quantization.go (v0.34.0 still
+#: rewrites with ``llama-quantize COPY``).
+SHARDS_AS_LAYERS_VERSION = (0, 34, 1)
 #: First release with both names ``RENDERER deepseek3.1`` and ``PARSER deepseek3``.
 DEEPSEEK_RENDERER_VERSION = (0, 13, 5)
 #: ``renderer`` / ``parser`` fields in ``/api/create``.
@@ -43,6 +44,13 @@ CONTROL_TIMEOUT_S = 10.0
 GgufHandling = Literal["merge", "rewrite", "layers"]
 #: The releases the test suite runs against, one per line (pins.toml).
 TESTED_RELEASE_PINS = ("OLLAMA_OLD_LINE", "OLLAMA_NEW_LINE", "OLLAMA_NEWEST_LINE")
+
+# Tensor types (ggml ids) without a size in the server's GGUF reader, read from fs/gguf/tensor.go
+# of each tested release: TQ1_0 34, TQ2_0 35 (and on v0.32.15 MXFP4 39, NVFP4 40, Q1_0 41), and
+# Q2_0 42, which no release knows yet.
+REWRITE_LINE_UNREADABLE_TYPES = frozenset({34, 35, 39, 40, 41, 42})
+LAYERS_LINE_UNREADABLE_TYPES = frozenset({34, 35, 42})
+MERGED_LINE_UNREADABLE_TYPES: frozenset[int] = frozenset()
 
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
@@ -110,6 +118,17 @@ class ServerInfo:
     def newer_than_tested(self) -> bool:
         return self.version_tuple > max(tested_releases())
 
+    @property
+    def unreadable_tensor_types(self) -> frozenset[int]:
+        """ggml tensor types this server's GGUF reader cannot size (fs/gguf's typeSize is 0):
+        v0.34.1+ refuses such a model at create ("size overflows"), v0.30-v0.34.0 registers it
+        and then fails every /api/show and load."""
+        if not self.accepts_split_gguf:
+            return MERGED_LINE_UNREADABLE_TYPES
+        if self.gguf_handling == "layers":
+            return LAYERS_LINE_UNREADABLE_TYPES
+        return REWRITE_LINE_UNREADABLE_TYPES
+
     def untested_note(self) -> str | None:
         """One line for ``doctor`` and ``create`` when this release was never tested."""
         if self.tested:
@@ -138,8 +157,13 @@ class ServerInfo:
             )
 
 
+def tested_release_names() -> tuple[str, ...]:
+    """``("v0.24.0", "v0.32.15", "v0.34.4")``: one release per line, oldest first."""
+    return tuple(pin(name) for name in TESTED_RELEASE_PINS)
+
+
 def tested_releases() -> tuple[tuple[int, int, int], ...]:
-    return tuple(parse_version(pin(name)) for name in TESTED_RELEASE_PINS)
+    return tuple(parse_version(name) for name in tested_release_names())
 
 
 # --- KV cache and flash attention, as each line applies them to a DeepSeek (MLA) model --------

@@ -112,6 +112,19 @@ def _header_offline(repo: str, remote: RemoteFile) -> GGUFFile | None:
         return None
 
 
+def quant_headers(entry: CatalogEntry, commit: str, remotes: list[RemoteFile]) -> tuple[list[GGUFFile], int]:
+    """The GGUF header of each file of a quant, and the bytes fetched for them now: verified
+    local files and cached headers first, else Range requests for the first megabytes."""
+    headers, fetched = [], 0
+    for remote in remotes:
+        header = _header_offline(entry.repo, remote)
+        if header is None:
+            header, got = _header_from_hub(entry.repo, commit, remote)
+            fetched += got
+        headers.append(header)
+    return headers, fetched
+
+
 def hub_source(entry: CatalogEntry, *, revision: str | None = None) -> ModelSource:
     """The quant's tensor table: verified local files, cached headers, else Range requests."""
     from ollamads.hub.listing import repo_commit
@@ -127,13 +140,7 @@ def hub_source(entry: CatalogEntry, *, revision: str | None = None) -> ModelSour
                 f"{exc.message}; no cached header of {entry.spec} to plan from", exc.hint
             ) from exc
         return offline
-    headers, fetched = [], 0
-    for remote in remotes:
-        header = _header_offline(entry.repo, remote)
-        if header is None:
-            header, got = _header_from_hub(entry.repo, commit, remote)
-            fetched += got
-        headers.append(header)
+    headers, fetched = quant_headers(entry, commit, remotes)
     _remember_listing(entry, commit, remotes)
     memory = model_memory(headers, name=entry.spec, source="Hub headers")
     return ModelSource(entry.spec, memory, local_path(entry.repo, remotes[0].path), entry, fetched)
