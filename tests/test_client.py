@@ -33,9 +33,9 @@ from ollamads.chat import (
 )
 from ollamads.errors import OllamadsError, ServerError
 from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
-from ollamads.ollama.register import register
 from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.versions import ServerInfo
+from ollamads.registration import register
 from ollamads.tiny import write_tiny_model
 from tests.support.reference import render_prompt
 

@@ -59,9 +59,9 @@ from ollamads.gguf.merge import merge
 from ollamads.gguf.retemplate import rewrite_chat_template
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
-from ollamads.ollama.register import register
 from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.versions import ServerInfo
+from ollamads.registration import register
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from tests.support.reference import go_json, render_reference, to_hf_messages
 

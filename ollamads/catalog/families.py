@@ -48,8 +48,18 @@ class PromptFamily:
         return self.thinking != "none"
 
 
+#: Every sampling value a model gets, set explicitly: Ollama v0.33+ takes a GGUF's
+#: ``general.sampling.*`` keys as defaults for any it is not given, and the lines differ in their
+#: own defaults (repeat_penalty 1.1 up to v0.24, 1.0 later). These are llama.cpp's defaults,
+#: which the guides run with; each family sets its own temperature, top_p and min_p on top.
+SAMPLING_DEFAULTS: Mapping[str, object] = MappingProxyType({
+    "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0, "repeat_last_n": 64,
+    "presence_penalty": 0.0, "frequency_penalty": 0.0,
+})
+
+
 def _params(**values: object) -> Mapping[str, object]:
-    return MappingProxyType({**values, "stop": list(STOP_TOKENS)})
+    return MappingProxyType({**SAMPLING_DEFAULTS, **values, "stop": list(STOP_TOKENS)})
 
 
 FAMILIES: Mapping[str, PromptFamily] = MappingProxyType(

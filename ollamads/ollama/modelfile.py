@@ -33,7 +33,8 @@ from ollamads.ollama.versions import ServerInfo
 TemplateMode = Literal["renderer", "template"]
 MODELFILE_TEMPLATE = "modelfile/Modelfile.jinja"
 #: Written first, so a Modelfile diff reads in a stable order.
-PARAMETER_ORDER = ("temperature", "top_p", "min_p", "top_k", "num_ctx", "num_gpu", "seed", "stop")
+PARAMETER_ORDER = ("temperature", "top_p", "min_p", "top_k", "repeat_penalty", "repeat_last_n",
+                   "presence_penalty", "frequency_penalty", "num_ctx", "num_gpu", "seed", "stop")
 
 
 #: The family templates include the tools block (one copy for all three) at this line.
@@ -253,6 +254,11 @@ class ModelDefinition:
         title: str = "",
     ) -> ModelDefinition:
         """The definition of ``name``; for a hybrid family with its thinking companion."""
+        if server is not None and parameters and "typical_p" in parameters and server.refuses_typical_p:
+            raise OllamadsError(
+                f"Ollama {server.version} refuses the parameter typical_p (removed in v0.34.1)",
+                "drop -p typical_p; min_p and top_p shape the sampling instead",
+            )
         common = dict(
             family=family,
             files=tuple(Path(f) for f in files),

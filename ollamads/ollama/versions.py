@@ -33,6 +33,8 @@ SPLIT_GGUF_VERSION = (0, 30, 0)
 #: source adds server/create_split_gguf.go and drops server/quantization.go (v0.34.0 still
 #: rewrites with ``llama-quantize COPY``).
 SHARDS_AS_LAYERS_VERSION = (0, 34, 1)
+#: First release that refuses ``typical_p`` in requests and in create's parameters.
+TYPICAL_P_REFUSED_VERSION = (0, 34, 1)
 #: First release with both names ``RENDERER deepseek3.1`` and ``PARSER deepseek3``.
 DEEPSEEK_RENDERER_VERSION = (0, 13, 5)
 #: ``renderer`` / ``parser`` fields in ``/api/create``.
@@ -117,6 +119,10 @@ class ServerInfo:
     @property
     def newer_than_tested(self) -> bool:
         return self.version_tuple > max(tested_releases())
+
+    @property
+    def refuses_typical_p(self) -> bool:
+        return self.version_tuple >= TYPICAL_P_REFUSED_VERSION
 
     @property
     def unreadable_tensor_types(self) -> frozenset[int]:
