@@ -38,7 +38,7 @@ from typing import Literal
 
 from ollamads.errors import PlacementError, ServerError
 from ollamads.gguf.format import GGMLQuantizationType, GGUFFile
-from ollamads.gguf.merge import merged_size, quantize_copy_supported, write_merged
+from ollamads.gguf.merge import merge_builtin_hashed, merged_size, quantize_copy_supported, write_merged
 from ollamads.gguf.shards import ShardSet, open_shard_set, parse_shard_name
 from ollamads.hub.records import recorded_sha256
 from ollamads.ollama.api import OllamaAPI
@@ -267,17 +267,14 @@ def _merge_for_upload(
     """(digest, bytes sent, bytes written): the merge of ``shards`` uploaded to the server, which
     has no store this process may write. The merged file is hashed while it is written, and
     deleted once the server has the blob: it was made only to be sent."""
-    from ollamads.fileio import atomic_output
-
     record = read_record(_merge_record(key))
     digest = record.get("digest")
     if isinstance(digest, str) and api.has_blob(digest):
         report(f"the server already has the merged model blob {digest[:19]}…")
         merged.unlink(missing_ok=True)
         return digest, 0, 0
-    with atomic_output(merged) as tmp, open(tmp, "wb") as out:
-        hexdigest = write_merged(shards, out.fileno(), style="gguf-split", sha256=True,
-                                 progress=bytes_callback(progress, "merge", merged.name))
+    hexdigest = merge_builtin_hashed(shards, merged, force=True,
+                                     progress=bytes_callback(progress, "merge", merged.name))
     digest = f"sha256:{hexdigest}"
     written = merged.stat().st_size
     write_record(_merge_record(key), {"digest": digest, "size": written})

@@ -141,19 +141,6 @@ def test_the_tiny_model_runs_under_ollamads_serve_settings(ollama_server: Ollama
         assert "--cache-type-k q8_0 --cache-type-v q8_0 --flash-attn on" in log
 
 
-def test_split_set_on_merged_line_is_merged_first(merged_line_server: OllamaServe, tmp_path: Path) -> None:
-    """A server that cannot load shards, and whose store is not known here: merged next to the
-    shards, then uploaded."""
-    shards = write_tiny_shards(tmp_path, "v3.1", n_shards=2)
-    result = ollamads(
-        "register", "merged:test", *map(str, shards), "--host", merged_line_server.url,
-        *TINY_PARAMETERS, env={"OLLAMA_MODELS": str(tmp_path / "not-the-store")},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "upload" in result.stderr and (tmp_path / "DeepSeek-V3.1-UD-TQ1_0.gguf").is_file()
-    assert "merged:test" in model_names(merged_line_server)
-
-
 def test_shards_are_accepted_as_is_on_split_line(split_line_server: OllamaServe, tmp_path: Path) -> None:
     shards = write_tiny_shards(tmp_path, "v3.1", n_shards=4)
     result = ollamads(

@@ -53,6 +53,15 @@ def _sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture
+def process_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As where the server's process cannot be seen (another PID namespace, no /proc): the
+    store is looked for where this shell says, and the probe decides."""
+    import ollamads.ollama.store as store
+
+    monkeypatch.setattr(store, "server_process", lambda url: None)
+
+
 def _definition(name: str, family: str, files: list[Path], server: OllamaServe) -> ModelDefinition:
     assert server.info is not None
     return ModelDefinition.for_family(name, get_family(family), files, server=server.info, parameters=TINY)
@@ -267,7 +276,7 @@ def test_another_filesystem_gets_an_in_kernel_copy(
 
 
 def test_a_store_of_another_user_falls_back_to_upload(
-    ollama_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ollama_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_unknown: None,
 ) -> None:
     merged_line_server = ollama_server  # both lines
     # A look-alike store owned by someone else (as the Linux service's store is).
@@ -286,7 +295,7 @@ def test_a_store_of_another_user_falls_back_to_upload(
 
 
 def test_a_read_only_store_falls_back_to_upload(
-    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    merged_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_unknown: None,
 ) -> None:
     view = tmp_path / "ro-view"
     view.mkdir()
@@ -305,7 +314,7 @@ def test_a_read_only_store_falls_back_to_upload(
 
 
 def test_a_store_the_server_does_not_use_falls_back_to_upload(
-    split_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_unknown: None,
 ) -> None:
     decoy = tmp_path / "decoy"
     (decoy / "blobs").mkdir(parents=True)

@@ -258,13 +258,25 @@ def merge_builtin(
     shards: ShardSet, out: Path, *, force: bool = False, progress: ByteProgress | None = None
 ) -> Path:
     """Merge with the built-in streaming merger; byte-identical to llama-gguf-split."""
+    merge_builtin_hashed(shards, out, force=force, progress=progress, sha256=False)
+    return Path(out)
+
+
+def merge_builtin_hashed(
+    shards: ShardSet, out: Path, *, force: bool = False, progress: ByteProgress | None = None,
+    sha256: bool = True,
+) -> str | None:
+    """:func:`merge_builtin` that also returns the merged file's sha256 (hex), computed while
+    it is written: no second read of a file that is about to be uploaded."""
     out = Path(out)
     _require_split(shards)
     with _only_merge_into(out):
-        return _merge_builtin_locked(shards, out, force, progress)
+        return _merge_builtin_locked(shards, out, force, progress, sha256)
 
 
-def _merge_builtin_locked(shards: ShardSet, out: Path, force: bool, progress: ByteProgress | None) -> Path:
+def _merge_builtin_locked(
+    shards: ShardSet, out: Path, force: bool, progress: ByteProgress | None, sha256: bool,
+) -> str | None:
     _check_output(shards, out, force)
     size = merged_size(shards)
     _check_space(out.parent, size)
@@ -272,14 +284,13 @@ def _merge_builtin_locked(shards: ShardSet, out: Path, force: bool, progress: By
         with atomic_output(out) as tmp:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                write_merged(shards, fd, progress=progress)
+                return write_merged(shards, fd, progress=progress, sha256=sha256)
             finally:
                 os.close(fd)
     except OSError as exc:
         if is_disk_full(exc):  # another writer took the space the check saw; nothing is kept
             raise disk_full_error(out.parent, size, out.name) from None
         raise
-    return out
 
 
 def _last_line(text: str) -> str:

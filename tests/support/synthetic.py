@@ -57,10 +57,12 @@ V3_SPEC_OVERRIDES = dict(
 
 
 def unsloth_like_types(slot: TensorSlot) -> GGMLQuantizationType:
-    """A dynamic-quant mix in the spirit of Unsloth's 1.58-bit R1: routed experts at 1.56 bit
-    (IQ1_S) with down_proj at 2.06 bit (IQ2_XXS) in the first MoE layers and 1.75 bit (IQ1_M)
-    after; a few layers' experts as TQ1_0; attention, dense and shared weights at 4-6 bit;
-    attn_k_b/v_b (rows of 128) at Q8_0; norms and the router in F32."""
+    """A dynamic-quant mix in the spirit of Unsloth's 1.58-bit R1, as its guide describes it:
+    routed experts at 1.56 bit (IQ1_S) with down_proj at 2.06 bit (IQ2_XXS) in the first MoE
+    layers and 1.75 bit (IQ1_M) after; attention, dense and shared weights at 4-6 bit;
+    attn_k_b/v_b (rows of 128) at Q8_0; norms and the router in F32. No TQ1_0 tensors: Unsloth's
+    "UD-TQ1_0" DeepSeek files are named after the quant recipe, and their experts are IQ1-class
+    types (:func:`ternary_experts` makes a file that really uses TQ1_0)."""
     name, shape = slot.name, slot.shape
     if len(shape) == 1 or "ffn_gate_inp" in name:
         return Q.F32
@@ -70,8 +72,6 @@ def unsloth_like_types(slot: TensorSlot) -> GGMLQuantizationType:
         return Q.Q6_K
     layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
     if slot.role == Role.ROUTED_EXPERTS:
-        if layer % 20 == 19:
-            return Q.TQ1_0
         if "down" in name:
             return Q.IQ2_XXS if layer < 6 else Q.IQ1_M
         return Q.IQ1_S
@@ -82,6 +82,16 @@ def unsloth_like_types(slot: TensorSlot) -> GGMLQuantizationType:
     if "attn_q_a" in name:
         return Q.Q5_K
     return Q.Q4_K
+
+
+def ternary_experts(slot: TensorSlot) -> GGMLQuantizationType:
+    """Routed experts as TQ1_0 (where a row is whole 256-element blocks), the rest at Q8_0/F32:
+    a file with a tensor type that some Ollama releases cannot read."""
+    if len(slot.shape) == 1 or "ffn_gate_inp" in slot.name:
+        return Q.F32
+    if slot.role == Role.ROUTED_EXPERTS:
+        return fitting(Q.TQ1_0, slot)
+    return fitting(Q.Q8_0, slot)
 
 
 def fitting(ggml_type: GGMLQuantizationType, slot: TensorSlot) -> GGMLQuantizationType:
@@ -207,6 +217,7 @@ __all__ = [
     "V3_SPEC_OVERRIDES",
     "deepseek_v3_sparse",
     "spec_for",
+    "ternary_experts",
     "uniform_types",
     "unsloth_like_types",
     "write_synthetic",
