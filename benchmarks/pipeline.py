@@ -1,15 +1,24 @@
 """Split shards -> a registered model, on each Ollama line, with a cold page cache.
 
-For each line (v0.24: merged files; v0.30+: shards), one run each, in turn, of:
+For each line (v0.24.0: merged files; v0.32.15: shards rewritten by the server; v0.34.4:
+shards kept as layers), rounds in turn of:
 
 * ``cat``: ``cat shards > file`` then sync: the disk's floor for reading the model and writing
   it once;
 * the guides' pipeline: ``llama-gguf-split --merge`` + ``ollama create -f Modelfile`` on v0.24;
   ``ollama create`` with one FROM per shard on v0.30+;
-* ``ollamads register`` (the CLI, with the server's store found through OLLAMA_MODELS): the
-  ``merge-into-store`` route on v0.24, ``direct`` on v0.30+;
-* on v0.30+ also the ``/api/create`` fallback (``place``: shards hard-linked into the store),
-  with ollamads' own writes counted apart from the server's.
+* ``ollamads register`` with the server's store known (OLLAMA_MODELS exported, as under
+  ``ollamads serve``): ``merge-into-store`` on v0.24, ``direct`` on v0.32.15, ``place`` on v0.34.4;
+* ``ollamads register`` with the server started elsewhere: its own OLLAMA_MODELS, not exported to
+  ollamads, no ``ollamads serve`` record (a systemd unit, another shell): ollamads finds the
+  store from the server's process;
+* ``ollamads register`` of files it never verified (no Hub sha256: it hashes them);
+* on v0.32.15 also the ``/api/create`` fallback (``place``: shards hard-linked into the store,
+  rewritten by the server), with ollamads' own writes counted apart from the server's.
+
+The shards are downloaded once, before the rounds, by ``ollamads pull`` from a local Hub
+stand-in: they are verified downloads with the Hub's sha256, as ``ollamads create`` has them,
+and the guides' pipeline reads the same files.
 
 Reported per run: wall time, bytes written to the block device (/proc/diskstats, after a sync),
 peak extra disk (free space sampled every 50 ms), and the ollamads process's peak RSS; then the
@@ -17,7 +26,7 @@ ratios the targets are stated in. Needs root (to drop the page cache) and the to
 (``scripts/toolchain.sh``). The machine should be otherwise idle: the device counters see
 every writer.
 
-    .venv/bin/python benchmarks/pipeline.py [--layers 7] [--shards 4] [--dir /var/tmp]
+    .venv/bin/python benchmarks/pipeline.py [--layers 7] [--shards 4] [--repeats 3] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -32,13 +41,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._measure import DiskMeter, Measured, drop_caches, run_measured, write_big_shards  # noqa: E402
-from ollamads.catalog.families import get_family  # noqa: E402
-from ollamads.ollama.modelfile import ModelDefinition  # noqa: E402
-from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe  # noqa: E402
-from tests.support.toolchain import toolchain_env  # noqa: E402
+from benchmarks._measure import DiskMeter, Measured, drop_caches, run_measured, write_big_shards
+from ollamads.catalog import resolve
+from ollamads.catalog.families import get_family
+from ollamads.ollama.modelfile import ModelDefinition
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
+from tests.support.hubstub import HubStub
+from tests.support.toolchain import toolchain_env
 
 GB = 1e9
+#: The catalog entry the shards stand in for (its names and folder, not its size).
+SPEC = "v3.1-terminus:Q2_K_XL"
+#: Targets (issue 15): bytes written per model byte, and speed against the guides.
+MAX_WRITES = {"merge": 1.05, "rewrite": 1.05, "layers": 0.02}
+MIN_SPEEDUP = 2.5
+LINES = (("OLLAMADS_OLLAMA_OLD", "v0.24: merged files"), ("OLLAMADS_OLLAMA_NEW", "v0.32: shards rewritten"),
+         ("OLLAMADS_OLLAMA_NEWEST", "v0.34: shards kept as layers"))
 
 
 def ollama_cli(server: OllamaServe, *args: str, cwd: Path | None = None) -> None:
@@ -58,10 +76,9 @@ def modelfile(server: OllamaServe, files: list[Path]) -> str:
 def run_floor(shards: list[Path], work: Path) -> Measured:
     out = work / "cat.gguf"
     drop_caches()
-    with DiskMeter(work) as meter:
-        with open(out, "wb") as sink:
-            subprocess.run(["cat", *map(str, shards)], stdout=sink, check=True)
-            os.fsync(sink.fileno())
+    with DiskMeter(work) as meter, open(out, "wb") as sink:
+        subprocess.run(["cat", *map(str, shards)], stdout=sink, check=True)
+        os.fsync(sink.fileno())
     out.unlink()
     assert meter.result
     return meter.result
@@ -86,8 +103,16 @@ def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: 
     return meter.result
 
 
-def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path) -> tuple[Measured, int]:
-    env = {**os.environ, "OLLAMA_MODELS": str(server.models_dir), "OLLAMADS_HOME": str(home)}
+def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path, *,
+                 store_known: bool) -> tuple[Measured, int]:
+    """``ollamads register`` as a user runs it, in a shell that exports the server's
+    OLLAMA_MODELS (``store_known``) or knows nothing of it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_MODELS", "OLLAMA_HOST")}
+    env["OLLAMADS_HOME"] = str(home)
+    if store_known:
+        env["OLLAMA_MODELS"] = str(server.models_dir)
+    else:
+        env["HOME"] = str(work / "a-user-who-never-ran-ollama")
     drop_caches()
     with DiskMeter(work) as meter:
         run = run_measured(
@@ -96,10 +121,13 @@ def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path
         )
     if run.returncode:
         raise SystemExit(f"ollamads register failed: {run.output[-500:]}")
+    if "uploaded)" in run.output and ", 0 uploaded)" not in run.output:
+        raise SystemExit(f"ollamads uploaded, so it did not find the store: {run.output[-500:]}")
     rss = run.peak_rss
     ollama_cli(server, "rm", "ollamads:bench")
     ollama_cli(server, "rm", "ollamads:bench-think")  # V3.1's second name on the same blobs
-    shutil.rmtree(home, ignore_errors=True)
+    for leftover in ("merges", "registered"):  # the next round starts from the downloads alone
+        shutil.rmtree(home / leftover, ignore_errors=True)
     assert meter.result
     return meter.result, rss
 
@@ -147,51 +175,98 @@ def _median(runs: list[Measured]) -> Measured:
     return sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
 
 
+def pull_shards(work: Path, home: Path, n_shards: int, layers: int) -> list[Path]:
+    """The shards, downloaded and verified by ``ollamads pull`` from a local Hub stand-in."""
+    entry = resolve(SPEC)
+    source = write_big_shards(work / "src", n_shards, layers=layers,
+                              name=f"{entry.model.file_prefix}-{entry.quant.hub_name}")
+    folder = f"{entry.quant.folder}/" if entry.quant.folder else ""
+    files = {folder + p.name: p.read_bytes() for p in source}
+    shutil.rmtree(work / "src")
+    with HubStub({entry.repo: files}) as stub:
+        env = {**os.environ, "HF_ENDPOINT": stub.url, "HF_HUB_DISABLE_TELEMETRY": "1",
+               "OLLAMADS_HOME": str(home)}
+        done = subprocess.run([sys.executable, "-m", "ollamads", "pull", SPEC], env=env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"ollamads pull failed: {done.stderr[-500:]}")
+    del files
+    from ollamads.paths import local_path
+
+    return [local_path(entry.repo, path) for path in sorted(stub.repos[entry.repo])]
+
+
+def run_unverified(server: OllamaServe, shards: list[Path], work: Path) -> Measured:
+    """``ollamads register`` of files it has no record of verifying: it hashes each one."""
+    return run_ollamads(server, shards, work, work / "home-unverified", store_known=True)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=7, help="model layers (7 gives ~2.5 GB)")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="rounds per line; medians are reported")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="a folder on the disk to measure")
+    parser.add_argument("--lines", default="OLD,NEW,NEWEST", help="which toolchain lines to run")
     args = parser.parse_args()
     tools = toolchain_env()
+    failed = []
     with tempfile.TemporaryDirectory(prefix="ollamads-bench-", dir=args.dir) as tmp:
         work = Path(tmp)
-        shards = write_big_shards(work / "dl", args.shards, layers=args.layers)
+        home = work / "home"  # ollamads' home for the runs: the verified downloads are here
+        # The servers record themselves in another home: ollamads' runs see no serve record.
+        os.environ["OLLAMADS_HOME"] = str(work / "serve-home")
+        shards = pull_shards(work, home, args.shards, args.layers)
         size = sum(p.stat().st_size for p in shards)
         print(f"{args.repeats} rounds per line, each pipeline once per round in turn; medians")
-        for line, variable in (("Ollama v0.24 (merged files)", "OLLAMADS_OLLAMA_OLD"),
-                               ("Ollama v0.30+ (shards)", "OLLAMADS_OLLAMA_NEW")):
+        wanted = {f"OLLAMADS_OLLAMA_{name}" for name in args.lines.split(",")}
+        for variable, line in (entry for entry in LINES if entry[0] in wanted):
             models = work / f"models-{variable}"
             server = OllamaServe(models, binary=tools[variable], log_path=work / f"{variable}.log",
                                  env={**MODEL_ENVIRONMENT, "HOME": str(work)})
             with server:
-                assert server.info is not None
+                info = server.info
+                assert info is not None
                 runs: dict[str, list[Measured]] = {}
                 rss, own = 0, 0
                 for _ in range(args.repeats):
                     runs.setdefault("floor", []).append(run_floor(shards, work))
                     runs.setdefault("guides", []).append(
                         run_guides(server, shards, work, tools["OLLAMADS_GGUF_SPLIT"]))
-                    ours, peak = run_ollamads(server, shards, work, work / "home")
-                    runs.setdefault("ollamads", []).append(ours)
-                    rss = max(rss, peak)
-                    if server.info.accepts_split_gguf:
+                    for key, known in (("known", True), ("elsewhere", False)):
+                        ours, peak = run_ollamads(server, shards, work, home, store_known=known)
+                        runs.setdefault(key, []).append(ours)
+                        rss = max(rss, peak)
+                    runs.setdefault("unverified", []).append(run_unverified(server, shards, work))
+                    if info.gguf_handling == "rewrite":
                         fallback, written = run_fallback(server, shards, work, work / "home2")
                         runs.setdefault("fallback", []).append(fallback)
                         own = max(own, written)
-                floor, guides, ours = (_median(runs[k]) for k in ("floor", "guides", "ollamads"))
-                rows = [(f"guides ({server.info.version})", guides), ("ollamads register", ours)]
-                if "fallback" in runs:
-                    rows.append(("ollamads via /api/create (place)", _median(runs["fallback"])))
-                line_report(f"{line}, server {server.info.version}", size, floor, rows)
-                print(f"  ollamads vs guides: {guides.seconds / ours.seconds:.2f}x faster; "
-                      f"ollamads peak RSS {rss / 1e6:.0f} MB")
-                if "fallback" in runs:
+                med = {k: _median(v) for k, v in runs.items()}
+                rows = [(f"guides ({info.version})", med["guides"]),
+                        ("ollamads register, store known", med["known"]),
+                        ("ollamads register, server elsewhere", med["elsewhere"]),
+                        ("ollamads register, unverified files", med["unverified"])]
+                if "fallback" in med:
+                    rows.append(("ollamads via /api/create (place)", med["fallback"]))
+                line_report(f"{line}, server {info.version}", size, med["floor"], rows)
+                for key in ("known", "elsewhere"):
+                    speedup = med["guides"].seconds / med[key].seconds
+                    writes = med[key].bytes_written / size
+                    ok = speedup >= MIN_SPEEDUP and writes <= MAX_WRITES[info.gguf_handling]
+                    print(f"  {key:<9}: {speedup:.2f}x faster than the guides (target {MIN_SPEEDUP}x), "
+                          f"writes {writes:.3f}x (target <= {MAX_WRITES[info.gguf_handling]}x): "
+                          + ("met" if ok else "NOT MET"))
+                    if not ok:
+                        failed.append(f"{info.version} {key}")
+                print(f"  ollamads peak RSS {rss / 1e6:.0f} MB")
+                if "fallback" in med:
                     print(f"  /api/create fallback: ollamads itself wrote {own} bytes (its records, "
                           f"no model bytes); the server wrote "
-                          f"{_median(runs['fallback']).bytes_written / size:.2f}x the model")
+                          f"{med['fallback'].bytes_written / size:.2f}x the model")
             shutil.rmtree(models, ignore_errors=True)
+    if failed:
+        print("targets not met: " + ", ".join(failed))
 
 
 if __name__ == "__main__":
