@@ -130,6 +130,7 @@ def test_create_cli_delete_shards_and_rerun(
     [
         ("split", "direct", {"download", "model blob (written once)"}),
         ("merged", "merge-into-store", {"download", "merged model blob (written once)"}),
+        ("layers", "place", {"download"}),
     ],
 )
 def test_dry_run_and_disk_preflight_name_every_term(
@@ -145,7 +146,9 @@ def test_dry_run_and_disk_preflight_name_every_term(
     assert plan.route == route and plan.merged_path is None
     assert {n.what for n in plan.needs} == terms
     assert {n.bytes for n in plan.needs} == {size}
-    assert stub.bytes_served() == 0
+    # Only the headers, read to check the tensor types where the server cannot read them all.
+    headers_read = stub.bytes_served()
+    assert headers_read == 0 if not plan.server.unreadable_tensor_types else 0 < headers_read <= size
 
     import ollamads.units
 
@@ -155,7 +158,7 @@ def test_dry_run_and_disk_preflight_name_every_term(
     for need in plan.needs:
         assert f"{need.what} " in err.value.message and f"in {need.directory}" in err.value.message
     assert "needed on " in err.value.message and err.value.message.endswith("1.0 kB free")
-    assert stub.bytes_served() == 0
+    assert stub.bytes_served() == headers_read
     tags = requests.get(f"{server.url}/api/tags", timeout=10).json()["models"]
     assert "nospace:test" not in {m["name"] for m in tags}
 

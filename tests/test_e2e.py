@@ -106,11 +106,11 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
     assert "PARAMETER temperature" in modelfile.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("line", ["merged", "split"])
-def test_demo_on_each_line(line: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("line", "handling"), [("merged", "merge"), ("split", "rewrite"), ("layers", "layers")])
+def test_demo_on_each_line(line: str, handling: str, tmp_path: Path) -> None:
     lines: list[str] = []
     result = run_demo(lines.append, workdir=tmp_path, ollama_binary=ollama_binary(line))
-    assert result.server.line == line
+    assert result.server.gguf_handling == handling
     assert result.model == DEMO_MODEL
     on, off = result.turns
     assert on.model == thinking_name(DEMO_MODEL) and off.model == DEMO_MODEL

@@ -108,7 +108,7 @@ def open_webui_binary() -> str:
     return str(executable("OLLAMADS_OPEN_WEBUI", "Open WebUI"))
 
 
-@pytest.fixture(scope="module", params=["merged", "split"])
+@pytest.fixture(scope="module", params=["merged", "split", "layers"])
 def stack(request: pytest.FixtureRequest, browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     line = request.param
     serve = _serve(line, request.getfixturevalue("_servers"), tmp_path_factory)
