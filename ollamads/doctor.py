@@ -158,6 +158,11 @@ def check_store(server: Any) -> list[Finding]:
                         "(where `ollamads serve` keeps it)", "start the server, then run doctor again",
                         details)]
     if not found:
+        if checked.server_store is not None:
+            root, free = checked.server_store, disk_free(checked.server_store)
+            details.update(path=str(root), free=free)
+            return [Finding("store", WARN, f"{reason}; {format_bytes(free)} free there",
+                            checked.fix, details)]
         return [Finding("store", WARN, f"the server's store is not one this user can write ({reason}); "
                         f"{room} at {root}",
                         "run the server with `ollamads serve` (its store is yours), or set "

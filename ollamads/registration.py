@@ -451,10 +451,15 @@ def check_registered(api: OllamaAPI, plan: RegistrationPlan, name: str, sources:
         layers = [layer.get("digest") for layer in manifest.get("layers", [])
                   if layer.get("mediaType") == MEDIA_MODEL]
         expected = expected_model_layers(plan.server, sources)
+        if plan.server.gguf_handling == "merge" and not isinstance(expected, int):
+            # v0.24 takes create's files from a JSON object, in Go's random map order.
+            layers, expected = sorted(layers), sorted(expected)
         if (len(layers) != expected) if isinstance(expected, int) else (layers != expected):
-            problem = (f"its manifest has {len(layers)} model layer(s) where Ollama "
-                       f"{plan.server.gguf_handling} releases make "
-                       f"{expected if isinstance(expected, int) else len(expected)}")
+            want = expected if isinstance(expected, int) else len(expected)
+            problem = (f"its manifest's model layers are not what releases of its line make "
+                       f"({len(layers)} layer(s), expected "
+                       + (f"{want}" if isinstance(expected, int) else f"the {want} file(s) given, in order")
+                       + ")")
     if problem is None:
         return
     api.delete(name)

@@ -282,7 +282,9 @@ def _merge_builtin_locked(
     _check_space(out.parent, size)
     try:
         with atomic_output(out) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            # Read and write: the hash is taken by reading back what was written.
+            mode = os.O_RDWR if sha256 else os.O_WRONLY
+            fd = os.open(tmp, mode | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 return write_merged(shards, fd, progress=progress, sha256=sha256)
             finally:
