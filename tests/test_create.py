@@ -73,9 +73,13 @@ def test_create_then_ollama_run(
     assert info is not None
     # The server's store is on this machine: nothing is uploaded, whatever the route.
     assert first.bytes_uploaded == 0
-    if info.accepts_split_gguf:
-        # v0.30+: the one model blob is written straight into the store (a header's worth of
-        # reordering makes it a few bytes different in size from the download).
+    if info.gguf_handling == "layers":
+        # v0.34.1+ keeps the files as they are: hard links, nothing written.
+        assert first.route == "place" and first.bytes_written == 0
+        assert {p.value for p in first.placements.values()} <= {"hard link", "already in the store"}
+    elif info.accepts_split_gguf:
+        # v0.30-v0.34.0: the one model blob is written straight into the store (a header's
+        # worth of reordering makes it a few bytes different in size from the download).
         assert first.route == "direct" and abs(first.bytes_written - size) < 4096
     elif split:
         assert first.route == "merge-into-store" and abs(first.bytes_written - size) < 4096

@@ -54,12 +54,14 @@ def _sha256(path: Path) -> str:
 
 
 @pytest.fixture
-def process_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As where the server's process cannot be seen (another PID namespace, no /proc): the
-    store is looked for where this shell says, and the probe decides."""
+def process_unknown(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As where the server's process cannot be seen (another PID namespace, no /proc) and no
+    `ollamads serve` record names its store: the store is looked for where this shell says,
+    and the probe decides."""
     import ollamads.ollama.store as store
 
     monkeypatch.setattr(store, "server_process", lambda url: None)
+    monkeypatch.setenv("OLLAMADS_HOME", str(tmp_path_factory.mktemp("home-without-serve-record")))
 
 
 def _definition(name: str, family: str, files: list[Path], server: OllamaServe) -> ModelDefinition:
@@ -288,7 +290,7 @@ def test_a_store_of_another_user_falls_back_to_upload(
     model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=23)
     assert merged_line_server.info is not None
     plan = plan_registration(merged_line_server.info, [model])
-    assert plan.route == "upload" and plan.store_reason == f"{other} belongs to another user"
+    assert plan.route == "upload" and plan.store_reason == f"{other} belongs to nobody"
     result = register_files(plan, _definition("uploaded:test", "v3", [model], merged_line_server))
     assert result.placements in ({"single.gguf": Placement.UPLOAD}, {"single.gguf": Placement.PRESENT})
     assert "uploaded:test" in {m["name"] for m in OllamaAPI(merged_line_server.url).tags()}
