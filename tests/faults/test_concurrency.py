@@ -26,7 +26,7 @@ from ollamads.errors import BusyError, OutputExistsError
 from ollamads.gguf.merge import merge
 from ollamads.ollama.store import ModelName
 from ollamads.paths import local_path, repo_dir
-from ollamads.pipeline import create
+from ollamads.pipeline import create, plan_create
 from ollamads.tiny import write_tiny_shards
 from tests.faults.conftest import FaultServer, bad_blobs, ollamads_debris
 from tests.support.hubstub import HubStub
@@ -97,10 +97,15 @@ def _finish(process: subprocess.Popen[str]) -> None:
     assert process.returncode == 0, err
 
 
-def _stalled_repo(hub: Hub, tmp_path: Path) -> tuple[HubStub, object]:
+def _stalled_repo(hub: Hub, tmp_path: Path, server_url: str | None = None) -> tuple[HubStub, object]:
+    """The quant on the Hub, whose second shard's download stalls part-way. With a server, its
+    headers are read first (as `create` does to check the tensor types that server reads), so
+    the stall is met by the download itself."""
     entry = resolve(SPEC)
     files = tiny_repo(entry, tmp_path / "src")
     stub = hub({entry.repo: files})
+    if server_url is not None:
+        plan_create(SPEC, host=server_url)
     stall = stub.stall_after(entry.repo, sorted(files)[1], 10_000)
     return stub, stall
 
@@ -109,13 +114,13 @@ def _manifest(server: FaultServer, name: str) -> bytes:
     return ModelName.parse(name).manifest_path(server.models_dir).read_bytes()
 
 
-@pytest.mark.parametrize("line", ["merged", "split"])
+@pytest.mark.parametrize("line", ["merged", "split", "layers"])
 def test_two_creates_of_one_model(
     hub: Hub, fault_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
 ) -> None:
     server = fault_server(line)
     monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
-    stub, stall = _stalled_repo(hub, tmp_path)
+    stub, stall = _stalled_repo(hub, tmp_path, server.url)
     with child(CHILD_CREATE, SPEC, server.url, "twice:x") as first:
         assert stall.reached.wait(60), "the first create never started downloading"  # type: ignore[attr-defined]
         with pytest.raises(BusyError) as err:
