@@ -256,7 +256,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("line", ["merged", "split"])
+@pytest.mark.parametrize("line", ["merged", "split", "layers"])
 def test_another_filesystem_gets_an_in_kernel_copy(
     tmpfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
 ) -> None:
@@ -267,8 +267,8 @@ def test_another_filesystem_gets_an_in_kernel_copy(
         model = write_tiny_model(tmp_path / "dl" / "single.gguf", "v3", seed=22)
         assert server.info is not None
         plan = plan_registration(server.info, [model])
-        if server.info.accepts_split_gguf:
-            plan = replace(plan, route="place")  # the /api/create fallback of v0.30+
+        if server.info.gguf_handling == "rewrite":
+            plan = replace(plan, route="place")  # the /api/create fallback of v0.30-v0.34.0
         assert plan.route == "place"
         result = register_files(plan, _definition("copied:test", "v3", [model], server))
         assert result.placements == {"single.gguf": Placement.COPY}

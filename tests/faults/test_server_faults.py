@@ -33,7 +33,7 @@ from tests.test_create import tiny_repo
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}
 SPLIT = "r1:IQ1_S"  # three shards
-OTHER_LINE = {"merged": "split", "split": "merged"}
+OTHER_LINE = {"merged": "split", "split": "layers", "layers": "merged"}
 
 Hub = Callable[..., HubStub]
 Server = Callable[..., FaultServer]
@@ -78,7 +78,7 @@ def _complete(server: FaultServer, name: str) -> None:
 # --- killed --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line", ["merged", "split"])
+@pytest.mark.parametrize("line", ["merged", "split", "layers"])
 def test_killed_during_an_upload(
     files: dict[str, bytes], remote: None, fault_server: Server, monkeypatch: pytest.MonkeyPatch, line: str
 ) -> None:
@@ -87,7 +87,7 @@ def test_killed_during_an_upload(
     names = list(files)
     # v0.30+ gets the shards: kill during the second, after the first arrived whole. <= v0.24
     # gets one merged file: kill half-way through it.
-    victim = names[1] if line == "split" else None
+    victim = names[1] if line != "merged" else None
 
     def kill_half_way(event: ProgressEvent) -> None:
         if event.phase == "upload" and (victim is None or event.item == victim) \
@@ -102,7 +102,7 @@ def test_killed_during_an_upload(
 
     result = create(SPLIT, name="killed:upload", host=server.url, parameters=TINY)
     assert result.created and result.route == "upload" and result.bytes_downloaded == 0
-    if line == "split":
+    if line != "merged":
         assert result.bytes_uploaded == sum(len(files[n]) for n in names[1:])  # not the first again
     _complete(server, "killed:upload")
 
@@ -112,7 +112,8 @@ def test_killed_during_an_upload(
     [
         ("merged", "parsing GGUF"),  # <= v0.24: reading the file, detecting its template
         ("split", "parsing GGUF"),
-        ("split", "llama-quantize"),  # >= v0.30: while llama-quantize rewrites the model
+        ("split", "llama-quantize"),  # v0.30-v0.34.0: while llama-quantize rewrites the model
+        ("layers", "parsing GGUF"),
     ],
 )
 def test_killed_during_api_create(
@@ -209,7 +210,7 @@ def test_restarted_between_the_blobs_and_create(
 # --- someone else on the port ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line", ["merged", "split"])
+@pytest.mark.parametrize("line", ["merged", "split", "layers"])
 def test_another_ollama_takes_the_port_during_the_run(
     files: dict[str, bytes], fault_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
 ) -> None:
