@@ -124,6 +124,8 @@ def run_ollamads(server: OllamaServe, shards: list[Path], work: Path, home: Path
     if "uploaded)" in run.output and ", 0 uploaded)" not in run.output:
         raise SystemExit(f"ollamads uploaded, so it did not find the store: {run.output[-500:]}")
     rss = run.peak_rss
+    if os.environ.get("BENCH_VERBOSE"):
+        print(run.output[-1500:])
     ollama_cli(server, "rm", "ollamads:bench")
     ollama_cli(server, "rm", "ollamads:bench-think")  # V3.1's second name on the same blobs
     for leftover in ("merges", "registered"):  # the next round starts from the downloads alone
@@ -191,9 +193,7 @@ def pull_shards(work: Path, home: Path, n_shards: int, layers: int) -> list[Path
         if done.returncode:
             raise SystemExit(f"ollamads pull failed: {done.stderr[-500:]}")
     del files
-    from ollamads.paths import local_path
-
-    return [local_path(entry.repo, path) for path in sorted(stub.repos[entry.repo])]
+    return [home / "models" / entry.repo / path for path in sorted(stub.repos[entry.repo])]
 
 
 def run_unverified(server: OllamaServe, shards: list[Path], work: Path) -> Measured:
