@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import httpx
 import ollama
@@ -85,7 +85,7 @@ class Done:
         return self.eval_count * 1e9 / self.eval_duration if self.eval_duration else 0.0
 
 
-Event = Union[ThinkingDelta, ContentDelta, ToolCall, Done]
+Event = ThinkingDelta | ContentDelta | ToolCall | Done
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def _quant(where: str, table: Mapping[str, Any]) -> CatalogQuant:
     if not _QUANT_NAME_RE.match(name) or name.startswith(UD_PREFIX):
         raise _bad(where, f"quant name {name!r} must be upper case without the UD- prefix")
     path = table.get("path")
-    if path is not None and not (path.endswith("/") or path.endswith(".gguf")):
+    if path is not None and not path.endswith(("/", ".gguf")):
         raise _bad(where, f"path {path!r} must be a folder ending in / or a .gguf file")
     return CatalogQuant(
         name=name,

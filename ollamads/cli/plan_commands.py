@@ -119,12 +119,12 @@ def _render(result: "PlanResult", line_reason: str) -> str:
          f"  ({_gb(moe[0].routed_experts)} per MoE layer, {len(moe)} layers)" if moe else ""),
         (f"KV cache, {plan.llama.kv_type}, {request.ctx} tokens", plan.llama.kv_bytes,
          f"  (Ollama <= 0.24: {_gb(plan.merged.kv_bytes)}, f16 K and V)"),
-        ("compute buffer (estimate)", max((l.compute for l in plan.llama.loads), default=0), ""),
+        ("compute buffer (estimate)", max((load.compute for load in plan.llama.loads), default=0), ""),
     ]
     out += ["", "bytes"] + [f"  {label:38} {_gb(n):>10}{extra}" for label, n, extra in rows]
     layout = plan.layout
     out += ["", f"{_FIT_WORDS[layout.fit]}: {plan.speed}"]
-    for load, budget in zip(layout.gpu_loads, gpu_budgets(machine, request)):
+    for load, budget in zip(layout.gpu_loads, gpu_budgets(machine, request), strict=True):
         out.append(f"  {load.name:5} {_gb(load.total):>10} of {_gb(budget)} usable "
                    f"(weights {_gb(load.weights)}, KV {_gb(load.kv)}, compute {_gb(load.compute)})")
     cpu = layout.cpu_load

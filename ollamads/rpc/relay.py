@@ -23,6 +23,7 @@ keeps both directions framed.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -288,10 +289,8 @@ class CappingRelay:
 
     def stop(self) -> None:
         if self._server is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._server.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._server.close()
             self._server = None
 
