@@ -37,8 +37,8 @@ Report = Callable[[str], None]
 def quant_files(entry: CatalogEntry, commit: str) -> list[RemoteFile]:
     """The quant's files at ``commit``: the published path first, then a name search."""
     repo, quant = entry.repo, entry.quant
-    if quant.is_single_file:
-        found = paths_info(repo, commit, [quant.path])  # type: ignore[list-item]
+    if quant.is_single_file and quant.path is not None:
+        found = paths_info(repo, commit, [quant.path])
     elif quant.folder:
         found = tree(repo, commit, quant.folder)
     else:

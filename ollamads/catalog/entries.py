@@ -11,16 +11,17 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: tomllib arrived in 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10: tomllib arrived in 3.11
+    import tomli as tomllib
 
 from ollamads.catalog.families import FAMILIES, PromptFamily, get_family
 from ollamads.errors import OllamadsError

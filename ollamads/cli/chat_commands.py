@@ -121,7 +121,7 @@ def _repl(client: "DeepSeekClient", model: str, think: bool | None, printer: _Pr
             content = printer.answer(events)
         except KeyboardInterrupt:
             # Like `ollama run`: Ctrl-C stops this answer, not the chat.
-            events.close()  # type: ignore[attr-defined]
+            events.close()
             printer.err.print(_text("(answer stopped)", style="dim"))
             continue
         # DeepSeek's templates drop earlier turns' reasoning: only the answer goes back.

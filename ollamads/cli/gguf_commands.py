@@ -43,7 +43,7 @@ def merge_command(
                 "merge without --fix-template",
             )
     if dry_run:
-        plan = merge_plan(first_shard, out, method=method.value, binary=gguf_split, force=force)  # type: ignore[arg-type]
+        plan = merge_plan(first_shard, out, method=method.value, binary=gguf_split, force=force)
         tool = f" ({plan.binary})" if plan.binary else ""
         typer.echo(plan.shards.describe())
         typer.echo(f"would write {plan.out} ({plan.nbytes:,} bytes) with {plan.method}{tool}")
@@ -52,7 +52,7 @@ def merge_command(
     console = stderr_console()
     with progress_display(console) as progress:
         result = merge(
-            first_shard, out, method=method.value, binary=gguf_split, force=force,  # type: ignore[arg-type]
+            first_shard, out, method=method.value, binary=gguf_split, force=force,
             progress=bytes_callback(progress, "merge", out.name),
         )
     changed = False

@@ -19,6 +19,7 @@ from ollamads.cli._options import (
     TemplateModeOpt,
     VramOpt,
     choice_value,
+    template_mode_value,
 )
 
 
@@ -57,7 +58,7 @@ def register_command(
     server = probe(host)
     definition = ModelDefinition.for_family(
         name, get_family(family.value), list(shard_set.paths), server=server,
-        mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
+        mode=template_mode_value(template_mode), parameters=overrides,
     )
     header = f"Ollama {server.version}"
     plan = plan_registration(server, shard_set)

@@ -12,7 +12,7 @@ from ollamads.cli._options import (
     OllamaBinaryOpt,
     ParameterOpt,
     TemplateModeOpt,
-    choice_value,
+    template_mode_value,
 )
 
 
@@ -50,20 +50,20 @@ def create(
     if dry_run:
         from ollamads.units import format_bytes, shortfalls
 
-        plan = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
-        typer.echo(format_plan(plan.pull))
-        typer.echo(f"Ollama {plan.server.version} at {plan.server.host}: {plan.describe_route()}")
-        for need in plan.needs:
+        planned_create = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
+        typer.echo(format_plan(planned_create.pull))
+        typer.echo(f"Ollama {planned_create.server.version} at {planned_create.server.host}: {planned_create.describe_route()}")
+        for need in planned_create.needs:
             if need.bytes:
                 typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
-        for short in shortfalls(plan.needs):
+        for short in shortfalls(planned_create.needs):
             typer.echo(f"NOT ENOUGH DISK: {short.describe()}")
-        typer.echo(f"would register {plan.name}")
+        typer.echo(f"would register {planned_create.name}")
         return
     with progress_display(console) as progress:
         result = create_model(
             model, name=name, host=host, keep_shards=keep_shards,
-            template_mode=choice_value(template_mode),  # type: ignore[arg-type]
+            template_mode=template_mode_value(template_mode),
             parameters=overrides, connections=connections,
             report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True),
             progress=progress,

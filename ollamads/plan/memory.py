@@ -93,7 +93,9 @@ class ModelShape:
             value = header.value(f"{ARCH}.{key}", default)
             if value is None:
                 raise OllamadsError(f"{header.path} lacks {ARCH}.{key}", "the GGUF is incomplete or corrupt")
-            return int(value)  # type: ignore[arg-type]
+            if not isinstance(value, (int, float)):
+                raise OllamadsError(f"{header.path}: {ARCH}.{key} is {value!r}, not a number", "the GGUF is corrupt")
+            return int(value)
 
         n_head = get("attention.head_count")
         n_head_kv = get("attention.head_count_kv", n_head)

@@ -57,7 +57,8 @@ def published_size_memory(name: str, size_bytes: int) -> ModelMemory:
         elif role == Role.OUTPUT:
             output_bytes += nbytes
         else:
-            roles = per_layer[layer]  # type: ignore[index]
+            assert layer is not None, f"{slot.name}: only the input and output tensors have no layer"
+            roles = per_layer[layer]
             roles[role] = roles.get(role, 0) + nbytes
     fixed = input_bytes + output_bytes + sum(sum(r.values()) for r in per_layer.values())
     experts_each = max(0, size_bytes - fixed) // len(moe_layers)

@@ -119,8 +119,8 @@ class _Session:
         clean = False
         try:
             self.backend = socket.create_connection(self.relay.backend)
-            for sock in (self.client, self.backend):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for connected in (self.client, self.backend):
+                connected.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while self._one_message():
                 pass
             clean = True
