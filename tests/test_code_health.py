@@ -36,7 +36,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "progress": frozenset(),
     "_resources": frozenset(),
     "pins": frozenset(),
-    "children": frozenset(),
+    "children": frozenset({"errors"}),
     "toolchain": frozenset(),
     "tiny_tokenizer": frozenset(),
     "splitnames": frozenset(),

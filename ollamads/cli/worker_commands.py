@@ -76,7 +76,7 @@ def worker(
         with exit_on_signals():
             answer = running.start()
             # Only now: a failed start is one line (its output is in the log).
-            running.output.on_line = lambda line: console.print(
+            running.child.on_line = lambda line: console.print(
                 f"rpc-server: {line}", style="dim", soft_wrap=True, markup=False, highlight=False
             )
             memory = ", ".join(f"{format_mib(d.free)} free of {format_mib(d.total)}" for d in answer.devices)
