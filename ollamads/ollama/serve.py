@@ -117,9 +117,9 @@ def find_ollama(explicit: str | None = None) -> str:
         return on_path
     from ollamads.toolchain import built_ollama_binaries, dev_toolchain_enabled
 
-    built = built_ollama_binaries() if dev_toolchain_enabled() else []
+    built = built_ollama_binaries() if dev_toolchain_enabled() else {}
     if built:
-        return str(built[-1])
+        return str(built[max(built, key=parse_version)])
     raise ToolNotFoundError(
         "no `ollama` binary found on PATH",
         "install Ollama, or set OLLAMADS_OLLAMA to its path",
