@@ -25,6 +25,7 @@ else:  # Python 3.10: tomllib arrived in 3.11
 
 from ollamads.catalog.families import FAMILIES, PromptFamily, get_family
 from ollamads.errors import OllamadsError
+from ollamads.shardnames import parse_shard_name
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 MODEL_PREFIX = "deepseek-"
@@ -162,8 +163,6 @@ class CatalogEntry:
 
     def is_own_file(self, file_name: str) -> bool:
         """``<prefix>.gguf`` or one of llama.cpp's split names ``<prefix>-NNNNN-of-NNNNN.gguf``."""
-        from ollamads.gguf.shards import parse_shard_name
-
         shard = parse_shard_name(file_name)
         return file_name == f"{self.file_prefix}.gguf" or (shard is not None and shard[0] == self.file_prefix)
 

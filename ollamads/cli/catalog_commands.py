@@ -120,7 +120,7 @@ def show_command(
 ) -> None:
     """Everything about one catalog entry, including the Modelfile `create` would write."""
     from ollamads.catalog import resolve
-    from ollamads.catalog.rendered import LINES, entry_definition
+    from ollamads.rendered import LINES, entry_definition
 
     entry = resolve(model)
     (record,) = _records(refresh, [entry])
@@ -148,8 +148,8 @@ def modelfiles_command(
 ) -> None:
     """Check (or --write) the rendered Modelfiles of every catalog entry."""
     from ollamads._resources import modelfiles_dir
-    from ollamads.catalog.rendered import stale, write_all
     from ollamads.errors import OllamadsError
+    from ollamads.rendered import stale, write_all
 
     target = directory or modelfiles_dir()
     if write:
