@@ -14,6 +14,7 @@ from ollamads.cli._options import (
     TemplateModeOpt,
     template_mode_value,
 )
+from ollamads.cli._output import data, done, stderr_console, step
 
 
 def create(
@@ -33,7 +34,7 @@ def create(
     ] = False,
 ) -> None:
     """Download (parallel, resumable, verified), merge if the server needs it, and register."""
-    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli._progress import progress_display
     from ollamads.cli.hub_commands import format_plan
     from ollamads.ollama.modelfile import parse_parameters
     from ollamads.pipeline import create as create_model
@@ -51,21 +52,21 @@ def create(
         from ollamads.units import format_bytes, shortfalls
 
         planned_create = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
-        typer.echo(format_plan(planned_create.pull))
-        typer.echo(f"Ollama {planned_create.server.version} at {planned_create.server.host}: {planned_create.describe_route()}")
+        data(format_plan(planned_create.pull))
+        data(f"Ollama {planned_create.server.version} at {planned_create.server.host}: {planned_create.describe_route()}")
         for need in planned_create.needs:
             if need.bytes:
-                typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+                data(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
         for short in shortfalls(planned_create.needs):
-            typer.echo(f"NOT ENOUGH DISK: {short.describe()}")
-        typer.echo(f"would register {planned_create.name}")
+            data(f"NOT ENOUGH DISK: {short.describe()}")
+        data(f"would register {planned_create.name}")
         return
     with progress_display(console) as progress:
         result = create_model(
             model, name=name, host=host, keep_shards=keep_shards,
             template_mode=template_mode_value(template_mode),
             parameters=overrides, connections=connections,
-            report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True),
+            report=step,
             progress=progress,
         )
     console.print(
@@ -82,15 +83,11 @@ def create(
 
 def demo(ollama_binary: OllamaBinaryOpt = None) -> None:
     """Run the whole pipeline on a built-in tiny DeepSeek V3.1 (no downloads)."""
-    from ollamads.cli._progress import stderr_console
     from ollamads.demo import run_demo
 
-    console = stderr_console()
-    result = run_demo(lambda line: console.print(f"[bold cyan]>[/] {line}"), ollama_binary=ollama_binary)
-    console.print(
-        f"[green]done:[/] {result.model} and its thinking name ran on Ollama "
-        f"{result.server.version} (random weights: the words are gibberish)"
-    )
+    result = run_demo(step, ollama_binary=ollama_binary)
+    done(f"{result.model} and its thinking name ran on Ollama {result.server.version} "
+         "(random weights: the words are gibberish)")
 
 
 def register(app: typer.Typer) -> None:
