@@ -174,6 +174,33 @@ def test_the_layering_check_sees_an_arrow_that_points_up(tmp_path: Path) -> None
     ]
 
 
+# --- one way to print ------------------------------------------------------------------------
+
+#: Calls that write to the terminal; in the CLI only ``cli/_output.py`` makes them.
+_WRITERS = {"print", "typer.echo", "typer.secho", "Console", "json.dumps", "sys.stdout.write", "sys.stderr.write"}
+
+
+def _called_name(node: ast.Call) -> str:
+    parts = []
+    func: ast.expr = node.func
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    parts.append(func.id if isinstance(func, ast.Name) else "<expression>")
+    return ".".join(reversed(parts))
+
+
+def test_the_cli_writes_only_through_its_output_module() -> None:
+    found = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        if path.name == "_output.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and _called_name(node) in _WRITERS:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {_called_name(node)}(...)")
+    assert found == [], "use ollamads.cli._output (data, data_json, message, ...):\n" + "\n".join(found)
+
+
 # --- ruff and mypy ---------------------------------------------------------------------------
 
 
