@@ -15,7 +15,7 @@ from ollamads.gguf.deepseek2 import DeepSeek2Dims
 from ollamads.gguf.format import GGMLQuantizationType
 from ollamads.plan import sources
 from tests.support.cli import run_cli
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub
 from tests.support.synthetic import uniform_types, write_synthetic
 
 SPEC = "r1:IQ1_S"
@@ -35,7 +35,7 @@ def shard_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def r1_hub(hub: Callable[..., HubStub], shard_bytes: dict[str, bytes],  # noqa: F811
+def r1_hub(hub: Callable[..., HubStub], shard_bytes: dict[str, bytes],
            monkeypatch: pytest.MonkeyPatch) -> HubStub:
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1")
     return hub({resolve(SPEC).repo: shard_bytes}, redirect=True)
@@ -127,7 +127,7 @@ def test_range_refused(capsys: pytest.CaptureFixture[str], r1_hub: HubStub) -> N
     assert "with the whole file (200)" in one_line_error(capsys)
 
 
-def test_lfs_pointer_on_the_hub(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],  # noqa: F811
+def test_lfs_pointer_on_the_hub(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1")
     entry = resolve(SPEC)

@@ -33,8 +33,8 @@ from ollamads.rpc.protocol import (
 )
 from ollamads.rpc.worker import RpcWorker, worker_settings
 from ollamads.units import parse_size
-from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
+from tests.support.servers import ollama_binary
 from tests.support.toolchain import executable, llama_cpp_tool
 from tests.support.workers import (
     SPLIT_PARAMETERS,
