@@ -201,6 +201,23 @@ def test_the_cli_writes_only_through_its_output_module() -> None:
     assert found == [], "use ollamads.cli._output (data, data_json, message, ...):\n" + "\n".join(found)
 
 
+# --- test helpers ---------------------------------------------------------------------------
+
+
+def test_tests_share_code_only_through_tests_support() -> None:
+    # Fixtures come from the plugins tests/conftest.py lists; helpers from tests/support/.
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                if name.startswith("tests.") and (last == "conftest" or last.startswith("test_")):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}")
+    assert wrong == [], "move what is shared into tests/support/:\n" + "\n".join(wrong)
+
+
 # --- ruff and mypy ---------------------------------------------------------------------------
 
 
