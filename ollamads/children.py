@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from ollamads.errors import OllamadsError
 
@@ -205,9 +205,48 @@ class ChildProcess:
         return self.process
 
 
+class ChildService:
+    """What a server ollamads runs as a :class:`ChildProcess` offers (``ollama serve``, Open
+    WebUI, rpc-server): ``start()`` (each its own), then wait, stop, its log, and ``with``."""
+
+    child: ChildProcess
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.child.process
+
+    def wait(self) -> int | None:
+        """Run until the child exits, passing SIGINT/SIGTERM/SIGHUP on to it; the signal that
+        stopped it, if one did."""
+        return self.child.wait()
+
+    def poll(self) -> int | None:
+        return self.child.poll()
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.child.tail(lines))
+
+    def __enter__(self: _Service) -> _Service:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_Service = TypeVar("_Service", bound=ChildService)
+
+
 __all__ = [
     "FORWARDED_SIGNALS",
     "ChildProcess",
+    "ChildService",
     "log_tail",
     "parent_death_preexec",
     "stop_child",

@@ -27,14 +27,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from ollamads.children import ChildProcess
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import OllamadsError, ToolNotFoundError
 from ollamads.paths import ollamads_home
 from ollamads.pins import pin
@@ -131,7 +130,7 @@ class WebUISettings:
         return env
 
 
-class OpenWebUI:
+class OpenWebUI(ChildService):
     """A real ``open-webui serve`` child process; a context manager that stops it on exit."""
 
     def __init__(
@@ -142,10 +141,6 @@ class OpenWebUI:
         self.settings = settings
         self.log_path = log_path or settings.data_dir / "open-webui.log"
         self.child = ChildProcess("open-webui", self.log_path, stop_timeout=20, die_with_parent=die_with_parent)
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self.child.process
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         data = self.settings.data_dir
@@ -168,23 +163,6 @@ class OpenWebUI:
             return requests.get(self.settings.url + HEALTH_PATH, timeout=2).ok
         except requests.RequestException:
             return False
-
-    def wait(self) -> int | None:
-        """Run until Open WebUI exits, passing SIGINT/SIGTERM/SIGHUP on; the signal, if any."""
-        return self.child.wait()
-
-    def stop(self) -> None:
-        self.child.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.child.tail(lines))
-
-    def __enter__(self) -> OpenWebUI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from ollamads.cli._options import (
     choice_value,
     template_mode_value,
 )
-from ollamads.cli._output import data, ready, stderr_console, step, warning
+from ollamads.cli._output import data, stderr_console, step, warning
 
 
 def register_command(
@@ -124,6 +124,7 @@ def serve(
     SIGINT, SIGTERM and SIGHUP are passed on to `ollama serve`, and it is stopped whenever this
     command ends, so it never runs on alone.
     """
+    from ollamads.cli._signals import run_in_foreground
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
     console = stderr_console()
@@ -164,17 +165,14 @@ def serve(
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")
         if head is not None:
             worker_commands.report_workers(console, head)
-        ready()
-        if head is not None:  # until the server exits, in the background
             import threading
 
+            # Until the server exits, in the background.
             threading.Thread(target=worker_commands.watch_workers, args=(console, server, head),
                              daemon=True, name="ollamads-watch-workers").start()
-        stopped_by = server.wait()
+        run_in_foreground(server)
     finally:
         server.stop()
-    if stopped_by is not None:
-        raise typer.Exit(128 + stopped_by)
 
 
 def register(app: typer.Typer) -> None:

@@ -88,7 +88,7 @@ def worker(
             console.print(f"  log: {log_path}")
             console.print(f"  on the head node: ollamads serve --workers {','.join(settings.advertised())}", soft_wrap=True)
             ready()
-            code = running.wait()
+            code = running.exit_code()
             raise WorkerError(f"rpc-server exited with code {code}", f"see its log {log_path}")
     finally:
         running.stop()

@@ -143,25 +143,14 @@ def _check_split_keys(headers: tuple[GGUFFile, ...], count: int) -> int:
                 f"{name} has no {KEY_SPLIT_COUNT} key: it is not a shard of a split GGUF",
                 _REDOWNLOAD,
             )
-        split_count = _int(h.value(KEY_SPLIT_COUNT))
-        if split_count != count:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_COUNT}={split_count}, but the set has {count} shards",
-                _REDOWNLOAD,
-            )
-        split_no = _int(h.value(KEY_SPLIT_NO))
-        if split_no != i:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_NO}={split_no}, expected {i} for shard {i + 1}",
-                _REDOWNLOAD,
-            )
-        tensors_count = _int(h.value(KEY_SPLIT_TENSORS_COUNT))
-        if tensors_count != expected_total:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_TENSORS_COUNT}={tensors_count}, but "
-                f"{headers[0].path.name} says {expected_total}",
-                _REDOWNLOAD,
-            )
+        for key, want, why in (
+            (KEY_SPLIT_COUNT, count, f"but the set has {count} shards"),
+            (KEY_SPLIT_NO, i, f"expected {i} for shard {i + 1}"),
+            (KEY_SPLIT_TENSORS_COUNT, expected_total, f"but {headers[0].path.name} says {expected_total}"),
+        ):
+            got = _int(h.value(key))
+            if got != want:
+                raise ShardSetError(f"{name} says {key}={got}, {why}", _REDOWNLOAD)
         for t in h.tensors:
             if t.name in seen:
                 raise ShardSetError(

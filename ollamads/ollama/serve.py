@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ollamads.children import ChildProcess
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import OllamadsError, ServerError, ToolNotFoundError
 from ollamads.ollama.api import answers
 from ollamads.ollama.versions import ServerInfo, normalize_host, parse_version
@@ -153,7 +153,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class OllamaServe:
+class OllamaServe(ChildService):
     """A real ``ollama serve`` child process on a loopback port.
 
     Use as a context manager; the server is stopped (and its log kept at ``log_path``) on exit.
@@ -179,10 +179,6 @@ class OllamaServe:
         self.log_path = log_path or self.models_dir.parent / f"ollama-serve-{os.getpid()}.log"
         self.child = ChildProcess("`ollama serve`", self.log_path, stop_timeout=15, die_with_parent=die_with_parent)
         self.info: ServerInfo | None = None
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self.child.process
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -211,21 +207,3 @@ class OllamaServe:
         self.info = answered[0]
         remember_serve(self.info.host, self.models_dir)
         return self.info
-
-    def wait(self) -> int | None:
-        """Run until the server exits, passing SIGINT/SIGTERM/SIGHUP on to it; the signal that
-        stopped it, if one did."""
-        return self.child.wait()
-
-    def stop(self) -> None:
-        self.child.stop()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.child.tail(lines))
-
-    def __enter__(self) -> OllamaServe:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -17,12 +17,11 @@ import ipaddress
 import os
 import shutil
 import socket
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollamads.children import ChildProcess
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import ToolNotFoundError, WorkerError
 from ollamads.rpc.endpoints import resolve_ipv4
 from ollamads.rpc.protocol import DEFAULT_PORT, WorkerProbe, probe
@@ -205,7 +204,7 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RpcWorker:
+class RpcWorker(ChildService):
     """A running rpc-server (behind the capping relay when there is a cap)."""
 
     def __init__(self, settings: WorkerSettings, log_path: Path, on_line: Callable[[str], None] | None = None) -> None:
@@ -216,10 +215,6 @@ class RpcWorker:
         self.child.on_line = on_line
         self.relay: CappingRelay | None = None
         self.probe: WorkerProbe | None = None
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self.child.process
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -281,25 +276,15 @@ class RpcWorker:
             return WorkerError(f"rpc-server cannot create its cache in {s.cache_path}", "choose a writable --cache-dir")
         return WorkerError(f"rpc-server exited with code {code}: {self.child.last_line()}", f"see its log {self.log_path}")
 
-    def wait(self) -> int:
-        """Block until rpc-server exits; its exit code."""
+    def exit_code(self) -> int:
+        """Block until rpc-server exits; its exit code (signals are ``ollamads worker``'s own)."""
         assert self.process is not None
         return self.process.wait()
-
-    def poll(self) -> int | None:
-        return self.child.poll()
 
     def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
-        self.child.stop()
-
-    def __enter__(self) -> RpcWorker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
 
 __all__ = [
