@@ -19,9 +19,9 @@ chunk by chunk, by :class:`ThinkSplitter`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import httpx
 import ollama
@@ -85,7 +85,7 @@ class Done:
         return self.eval_count * 1e9 / self.eval_duration if self.eval_duration else 0.0
 
 
-Event = Union[ThinkingDelta, ContentDelta, ToolCall, Done]
+Event = ThinkingDelta | ContentDelta | ToolCall | Done
 
 
 @dataclass(frozen=True)
@@ -373,8 +373,9 @@ class DeepSeekClient:
         think: bool | None = None,
         tools: Sequence[Any] | None = None,
         **options: Any,
-    ) -> Iterator[Event]:
-        """Typed events as the answer is generated. Checks run now; the request on iteration."""
+    ) -> Generator[Event, None, None]:
+        """Typed events as the answer is generated. Checks run now; the request on iteration;
+        ``close()`` on the generator stops the answer and the request."""
         import pydantic
 
         model, plan = self.resolve(model, think)
@@ -412,7 +413,7 @@ class DeepSeekClient:
         """One user message, one answer; ``think`` as in :meth:`chat` (None: the family's own)."""
         return self.chat(model, [{"role": "user", "content": prompt}], think=think, **options)
 
-    def _translated(self, model: str, events: Iterator[Event]) -> Iterator[Event]:
+    def _translated(self, model: str, events: Iterator[Event]) -> Generator[Event, None, None]:
         try:
             yield from events
         except ollama.ResponseError as exc:

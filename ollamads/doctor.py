@@ -225,7 +225,7 @@ def check_llama_cpp() -> list[Finding]:
                         "command line); merging has a built-in fallback. Put llama.cpp's tools on PATH",
                         details)]
     first = (version or "").splitlines()
-    line = next((l for l in first if "version" in l), first[0] if first else "")
+    line = next((text for text in first if "version" in text), first[0] if first else "")
     return [Finding("llama.cpp", OK, f"{', '.join(found.values())}" + (f" ({line})" if line else ""),
                     None, details)]
 

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -144,17 +145,16 @@ class Copier:
         return len(data)
 
 
-_libc = None
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
 
 
 def _fallocate() -> Callable[..., int] | None:
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        except OSError:
-            _libc = False
-    func = getattr(_libc, "fallocate", None) if _libc else None
+    func = getattr(_libc(), "fallocate", None)
     if func is not None:
         func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
     return func

@@ -125,6 +125,12 @@ def nvidia_gpus() -> list[GPU]:
     return gpus
 
 
+def _byte_count(value: object) -> int | None:
+    """rocm-smi's JSON gives byte counts as decimal strings."""
+    text = str(value)
+    return int(text) if text.isdecimal() else None
+
+
 def rocm_gpus() -> list[GPU]:
     out = _run(["rocm-smi", "--showmeminfo", "vram", "--json"])
     try:
@@ -135,11 +141,10 @@ def rocm_gpus() -> list[GPU]:
     for card, info in sorted(cards.items()) if isinstance(cards, dict) else []:
         if not isinstance(info, dict):
             continue
-        total = info.get("VRAM Total Memory (B)")
-        used = info.get("VRAM Total Used Memory (B)")
-        if str(total).isdigit():
-            free = int(total) - int(used) if str(used).isdigit() else None
-            gpus.append(GPU(f"AMD {card}", int(total), free, "rocm"))
+        total = _byte_count(info.get("VRAM Total Memory (B)"))
+        used = _byte_count(info.get("VRAM Total Used Memory (B)"))
+        if total is not None:
+            gpus.append(GPU(f"AMD {card}", total, None if used is None else total - used, "rocm"))
     return gpus
 
 

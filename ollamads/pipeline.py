@@ -46,8 +46,8 @@ Report = Callable[[str], None]
 def quant_files(entry: CatalogEntry, commit: str) -> list[RemoteFile]:
     """The quant's files at ``commit``: the published path first, then a name search."""
     repo, quant = entry.repo, entry.quant
-    if quant.is_single_file:
-        found = paths_info(repo, commit, [quant.path])  # type: ignore[list-item]
+    if quant.is_single_file and quant.path is not None:
+        found = paths_info(repo, commit, [quant.path])
     elif quant.folder:
         found = tree(repo, commit, quant.folder)
     else:
@@ -163,7 +163,7 @@ def check_readable_quant(entry: CatalogEntry, server: ServerInfo, pull_plan: Pul
     downloaded: its headers come from verified local files, a cache, or Range requests."""
     if not server.unreadable_tensor_types:
         return
-    from ollamads.plan.sources import quant_headers
+    from ollamads.quant_headers import quant_headers
 
     headers, _ = quant_headers(entry, pull_plan.revision, [f.remote for f in pull_plan.files])
     check_tensor_types(server, headers, pull_plan.files[0].local.name)

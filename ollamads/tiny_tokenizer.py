@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import defaultdict
+from itertools import pairwise
 
 #: A few hundred of the most frequent English words.
 _ENGLISH = """
@@ -112,7 +113,7 @@ def learn_merges(words: list[str]) -> tuple[str, ...]:
     counts: dict[tuple[str, str], int] = defaultdict(int)
     holders: dict[tuple[str, str], set[int]] = defaultdict(set)
     for index, word in enumerate(symbols):
-        for pair in zip(word, word[1:]):
+        for pair in pairwise(word):
             counts[pair] += 1
             holders[pair].add(index)
     heap = [(-n, pair) for pair, n in counts.items()]
@@ -126,11 +127,11 @@ def learn_merges(words: list[str]) -> tuple[str, ...]:
         changed: set[tuple[str, str]] = set()
         for index in holders.pop(pair):
             word = symbols[index]
-            for old in zip(word, word[1:]):
+            for old in pairwise(word):
                 counts[old] -= 1
                 changed.add(old)
             symbols[index] = word = _merge_pair(word, pair)
-            for new in zip(word, word[1:]):
+            for new in pairwise(word):
                 counts[new] += 1
                 holders[new].add(index)
                 changed.add(new)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ollamads.ollama.versions import parse_version
-
 TOOLCHAIN_ENV = "OLLAMADS_TOOLCHAIN_DIR"
 DEV_TOOLCHAIN_ENV = "OLLAMADS_DEV_TOOLCHAIN"
 
@@ -28,14 +26,14 @@ def toolchain_dir() -> Path:
     return Path(cache) / "ollamads" / "toolchain"
 
 
-def built_ollama_binaries() -> list[Path]:
-    """Every ``ollama-vX.Y.Z/bin/ollama`` in the cache, oldest version first."""
-    found = [
-        path
-        for path in toolchain_dir().glob("ollama-v*/bin/ollama")
+def built_ollama_binaries() -> dict[str, Path]:
+    """Every ``ollama-vX.Y.Z[-suffix]/bin/ollama`` in the cache, by its folder's version
+    (``v0.32.15-rpc``); which is newest is :func:`ollamads.ollama.versions.parse_version`'s call."""
+    return {
+        path.parent.parent.name.removeprefix("ollama-"): path
+        for path in sorted(toolchain_dir().glob("ollama-v*/bin/ollama"))
         if os.access(path, os.X_OK)
-    ]
-    return sorted(found, key=lambda p: parse_version(p.parent.parent.name.removeprefix("ollama-")))
+    }
 
 
 def built_llama_cpp_tools(name: str) -> list[Path]:

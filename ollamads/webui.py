@@ -27,15 +27,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from ollamads.children import log_tail, parent_death_preexec, stop_child, wait_forwarding_signals
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import OllamadsError, ToolNotFoundError
 from ollamads.paths import ollamads_home
 from ollamads.pins import pin
@@ -132,7 +130,7 @@ class WebUISettings:
         return env
 
 
-class OpenWebUI:
+class OpenWebUI(ChildService):
     """A real ``open-webui serve`` child process; a context manager that stops it on exit."""
 
     def __init__(
@@ -142,8 +140,7 @@ class OpenWebUI:
         self.binary = find_open_webui(binary)
         self.settings = settings
         self.log_path = log_path or settings.data_dir / "open-webui.log"
-        self.die_with_parent = die_with_parent
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child = ChildProcess("open-webui", self.log_path, stop_timeout=20, die_with_parent=die_with_parent)
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         data = self.settings.data_dir
@@ -154,55 +151,18 @@ class OpenWebUI:
                 f"cannot create Open WebUI's data folder {data} ({exc.strerror})",
                 "choose another with --data-dir",
             ) from exc
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            # Its secret key file is written into the working directory: the data folder.
-            self.process = subprocess.Popen(
-                [self.binary, "serve", "--host", self.settings.host, "--port", str(self.settings.port)],
-                env={**os.environ, **self.settings.environment()}, cwd=data,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec() if self.die_with_parent else None,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise OllamadsError(
-                    f"open-webui exited with code {self.process.returncode} while starting",
-                    f"see its log {self.log_path}",
-                )
-            if self.healthy():
-                return
-            time.sleep(0.5)
-        self.stop()
-        raise OllamadsError(
-            f"Open WebUI did not answer at {self.settings.url} within {timeout:.0f}s",
-            f"see its log {self.log_path}",
+        # Its secret key file is written into the working directory: the data folder.
+        self.child.start(
+            [self.binary, "serve", "--host", self.settings.host, "--port", str(self.settings.port)],
+            env={**os.environ, **self.settings.environment()}, cwd=data,
         )
+        self.child.wait_until_ready(self.healthy, timeout=timeout, interval=0.5, where=self.settings.url)
 
     def healthy(self) -> bool:
         try:
             return requests.get(self.settings.url + HEALTH_PATH, timeout=2).ok
         except requests.RequestException:
             return False
-
-    def wait(self) -> int | None:
-        """Run until Open WebUI exits, passing SIGINT/SIGTERM/SIGHUP on; the signal, if any."""
-        assert self.process is not None, "start() it first"
-        return wait_forwarding_signals(self.process)
-
-    def stop(self) -> None:
-        stop_child(self.process, timeout=20)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.log_path, lines)
-
-    def __enter__(self) -> OpenWebUI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 __all__ = [

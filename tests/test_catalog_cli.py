@@ -6,11 +6,10 @@ import pytest
 
 from ollamads._resources import modelfiles_dir
 from ollamads.catalog import load_catalog
-from ollamads.catalog.rendered import render_all, stale
 from ollamads.hardware import this_machine, total_ram
 from ollamads.ollama.modelfile import THINKING_DECLARATION
+from ollamads.rendered import render_all, stale
 from tests.support.cli import run_cli
-from tests.support.hubstub import hub  # noqa: F401 - a fixture
 
 run = run_cli
 

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from ollamads.ollama.serve import OllamaServe
-from tests.test_client import server  # noqa: F401  (the real server with the tiny models registered)
 
 pytestmark = pytest.mark.integration
 
@@ -24,24 +23,24 @@ def ollamads_chat(
     )
 
 
-def test_one_shot_shows_the_reasoning_when_asked(server: OllamaServe) -> None:  # noqa: F811
-    shown = ollamads_chat(server, "tiny-v31:client", "hi", "--think", "--show-thinking")
+def test_one_shot_shows_the_reasoning_when_asked(tiny_models_server: OllamaServe) -> None:
+    shown = ollamads_chat(tiny_models_server, "tiny-v31:client", "hi", "--think", "--show-thinking")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip(), "the reasoning was not printed"
-    hidden = ollamads_chat(server, "tiny-v31:client", "hi", "--think")
+    hidden = ollamads_chat(tiny_models_server, "tiny-v31:client", "hi", "--think")
     assert hidden.returncode == 0, hidden.stderr
     # Eight tokens of reasoning and no answer: nothing to print but the final newline.
     assert hidden.stdout.strip() == ""
-    plain = ollamads_chat(server, "tiny-v31:client", "hi", "--no-think", "--show-thinking")
+    plain = ollamads_chat(tiny_models_server, "tiny-v31:client", "hi", "--no-think", "--show-thinking")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip()
 
 
-def test_interactive_until_bye_or_end_of_input(server: OllamaServe) -> None:  # noqa: F811
-    bye = ollamads_chat(server, "tiny-v31:client", stdin="hi\n\nand then?\n/bye\nnever sent\n")
+def test_interactive_until_bye_or_end_of_input(tiny_models_server: OllamaServe) -> None:
+    bye = ollamads_chat(tiny_models_server, "tiny-v31:client", stdin="hi\n\nand then?\n/bye\nnever sent\n")
     assert bye.returncode == 0, bye.stderr
     assert bye.stdout.count("\n") >= 2  # one line per answer, at least
-    eof = ollamads_chat(server, "tiny-r1:client", "--show-thinking", stdin="hi\n")
+    eof = ollamads_chat(tiny_models_server, "tiny-r1:client", "--show-thinking", stdin="hi\n")
     assert eof.returncode == 0, eof.stderr
     assert eof.stdout.strip()
 
@@ -58,8 +57,8 @@ def test_interactive_until_bye_or_end_of_input(server: OllamaServe) -> None:  # 
         (["tiny-v3:client", "--think"], "DeepSeek V3 has no reasoning mode"),
     ],
 )
-def test_errors_are_one_line(server: OllamaServe, args: list[str], message: str) -> None:  # noqa: F811
-    result = ollamads_chat(server, *args, stdin="hi\n")
+def test_errors_are_one_line(tiny_models_server: OllamaServe, args: list[str], message: str) -> None:
+    result = ollamads_chat(tiny_models_server, *args, stdin="hi\n")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert result.stdout == ""

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,12 @@ from ollamads.chat import (
     plan_think,
 )
 from ollamads.errors import OllamadsError, ServerError
-from ollamads.ollama.modelfile import ModelDefinition, go_template, thinking_name
+from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.versions import ServerInfo
-from ollamads.registration import register
-from ollamads.tiny import write_tiny_model
 from tests.support.reference import render_prompt
+from tests.support.tiny_models import LONE_V31, TINY_MODELS
 
-#: Random weights rarely stop: bound the answer; a seed makes it repeatable.
-TINY_PARAMETERS = {"num_predict": 8, "num_ctx": 1024, "seed": 3407}
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -216,36 +212,9 @@ def test_a_stream_that_stops_early_is_an_error() -> None:
 
 # --- against real servers ---------------------------------------------------------------------------
 
-TINY_MODELS = {
-    # Also registers tiny-v31:client-think (the same TEMPLATE with Ollama's thinking capability).
-    "tiny-v31:client": ("v3.1", None),
-    # Its -think name gets Ollama's own DeepSeek renderer and parser.
-    "tiny-v31-rend:client": ("v3.1", "renderer"),
-    "tiny-r1:client": ("r1", "template"),
-    "tiny-v3:client": ("v3", "template"),
-}
-#: A V3.1 name registered without its thinking name (as by an older ollamads, or by hand).
-LONE_V31 = "tiny-v31-alone:client"
-_registered: set[tuple[str, str]] = set()
-
-
 @pytest.fixture
-def server(ollama_server: OllamaServe, tmp_path_factory: pytest.TempPathFactory) -> OllamaServe:
-    """The parametrised real server, with the tiny models registered once per session."""
-    info_ = ollama_server.info
-    assert info_ is not None
-    for name, (family, mode) in TINY_MODELS.items():
-        if (ollama_server.url, name) in _registered:
-            continue
-        path = write_tiny_model(tmp_path_factory.mktemp("tiny") / f"{family}.gguf", family)
-        definition = ModelDefinition.for_family(
-            name, get_family(family), [path], server=info_, mode=mode, parameters=TINY_PARAMETERS  # type: ignore[arg-type]
-        )
-        register(info_, definition)
-        if name == "tiny-v31:client":
-            register(info_, replace(definition, name=LONE_V31, companions=()))
-        _registered.add((ollama_server.url, name))
-    return ollama_server
+def server(tiny_models_server: OllamaServe) -> OllamaServe:
+    return tiny_models_server
 
 
 class Recorder:

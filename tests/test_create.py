@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from ollamads.catalog import CatalogEntry, resolve
+from ollamads.catalog import resolve
 from ollamads.errors import InsufficientSpaceError
 from ollamads.ollama.serve import OllamaServe
 from ollamads.pipeline import create, plan_create
-from ollamads.tiny import write_tiny_model, write_tiny_shards
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}
@@ -24,23 +24,8 @@ TINY = {"num_predict": 8, "num_ctx": 1024}
 ENTRIES = ["v3.1-terminus:Q2_K_XL", "v3.1:TQ1_0", "r1:IQ1_S", "r1-0528:IQ2_XXS", "v3-0324:Q2_K_XL"]
 
 
-def tiny_repo(entry: CatalogEntry, tmp: Path) -> dict[str, bytes]:
-    """The entry's files as Unsloth lays them out, holding the tiny model of its family."""
-    family = entry.prompt_family.name
-    if entry.quant.is_single_file:
-        assert entry.quant.path
-        path = write_tiny_model(tmp / entry.quant.path, family)
-        return {entry.quant.path: path.read_bytes()}
-    shards = write_tiny_shards(
-        tmp, family, n_shards=entry.quant.shards or 3, quant=entry.quant.hub_name,
-        name=entry.model.file_prefix,
-    )
-    folder = f"{entry.quant.folder}/" if entry.quant.folder else ""
-    return {folder + p.name: p.read_bytes() for p in shards}
-
-
 @pytest.fixture
-def hub_for(hub: Callable[..., HubStub], tmp_path: Path) -> Callable[[str], HubStub]:  # noqa: F811
+def hub_for(hub: Callable[..., HubStub], tmp_path: Path) -> Callable[[str], HubStub]:
     def make(spec: str) -> HubStub:
         entry = resolve(spec)
         return hub({entry.repo: tiny_repo(entry, tmp_path / "src" / spec.replace(":", "_"))})

@@ -19,9 +19,9 @@ from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.serve import OllamaServe
 from ollamads.plan.memory import kv_bytes, model_memory
 from ollamads.tiny import write_tiny_model
-from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub
+from tests.support.servers import ollama_binary
 from tests.support.toolchain import component_path, executable, llama_cpp_tool
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def doctor(capsys: pytest.CaptureFixture[str], host: str) -> tuple[int, dict]:
 
 
 def test_split_line_setup(capsys: pytest.CaptureFixture[str], server: Callable[..., OllamaServe],
-                          machine_tools: Callable[[str], None], hub: Callable[..., HubStub],  # noqa: F811
+                          machine_tools: Callable[[str], None], hub: Callable[..., HubStub],
                           monkeypatch: pytest.MonkeyPatch) -> None:
     machine_tools("NVIDIA H100 80GB HBM3, 81559, 81000\nNVIDIA H100 80GB HBM3, 81559, 81000\n")
     hub({"unsloth/DeepSeek-V3.1-GGUF": {"README.md": b"hi"}}, token=TOKEN)
@@ -111,11 +111,9 @@ def test_quantized_cache_with_flash_attention_off_fails(
     assert found["KV cache"]["status"] == "fail" and code == 4
     assert "flash attention off" in found["KV cache"]["summary"]
     # And the server really does refuse to load a DeepSeek model so.
-    from ollamads.gguf.format import GGMLQuantizationType
-    from tests.support.synthetic import uniform_types, write_synthetic
-    from tests.test_plan_serve import DIMS
+    from tests.support.synthetic import small_q8_model
 
-    model = write_synthetic(tmp_path / "m", "m", DIMS, uniform_types(GGMLQuantizationType.Q8_0))[0]
+    model = small_q8_model(tmp_path / "m", "m")
     api = OllamaAPI(serve.url)
     digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
     api.push_blob(model, digest)
@@ -151,7 +149,7 @@ def test_merged_line_keeps_deepseek_at_f16(capsys: pytest.CaptureFixture[str],
 
 
 def test_no_server_one_screen(capsys: pytest.CaptureFixture[str], machine_tools: Callable[[str], None],
-                              hub: Callable[..., HubStub]) -> None:  # noqa: F811
+                              hub: Callable[..., HubStub]) -> None:
     machine_tools("")
     hub({"unsloth/DeepSeek-V3.1-GGUF": {"README.md": b"hi"}})
     code, out, err = run_cli(capsys, "doctor", "--host", "127.0.0.1:1")
@@ -168,7 +166,7 @@ def test_no_server_one_screen(capsys: pytest.CaptureFixture[str], machine_tools:
         assert memory.startswith("warn") and "no GPU" in memory
 
 
-def test_refused_token(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],  # noqa: F811
+def test_refused_token(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],
                        monkeypatch: pytest.MonkeyPatch) -> None:
     hub({"unsloth/DeepSeek-V3.1-GGUF": {"README.md": b"hi"}}, token=TOKEN)
     monkeypatch.setenv("HF_TOKEN", "hf_not_the_token")

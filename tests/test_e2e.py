@@ -19,7 +19,7 @@ from ollamads.ollama.register import create_companions
 from ollamads.ollama.serve import OllamaServe
 from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_shards
-from tests.conftest import ollama_binary
+from tests.support.servers import ollama_binary
 
 pytestmark = pytest.mark.integration
 #: Random weights rarely emit EOS: bound the answer and the context.

@@ -16,6 +16,7 @@ from ollamads.gguf.retemplate import apply_fixed_template, fixed_template_for, r
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from tests.support.llama_server import http_json, llama_server
 from tests.support.llama_tools import model_kv, model_tensors, write_model
+from tests.support.reference import deepseek_original_v31
 
 ASSISTANT = "<｜Assistant｜>"
 CHAT = [
@@ -24,33 +25,6 @@ CHAT = [
     {"role": "assistant", "content": "<think>old reasoning</think>A1"},
     {"role": "user", "content": "Q2"},
 ]
-
-# Unsloth's two fixes and its comments, as SOURCES.md lists them, with what DeepSeek shipped.
-UNSLOTH_EDITS = [
-    ("{#- Unsloth template fixes #}", ""),
-    ("{#- Copyright 2025-present Unsloth. Apache 2.0 License. #}", ""),
-    (
-        "{% if enable_thinking is defined and enable_thinking is false %}{% set thinking = false %}"
-        "{% elif enable_thinking is defined and enable_thinking is true %}{% set thinking = true %}"
-        "{% elif not thinking is defined %}{% set thinking = false %}{% endif %}",
-        "{% if not thinking is defined %}{% set thinking = false %}{% endif %}",
-    ),
-    (
-        "{%- set splitted = content.split('</think>') -%}{%- set content = splitted[1:] | join('</think>') -%}",
-        "{%- set content = content.split('</think>', 1)[1] -%}",
-    ),
-]
-
-
-def deepseek_original_v31() -> str:
-    """DeepSeek's own V3.1 template: Unsloth's fixed one with its edits undone."""
-    text = fixed_template_for("v3.1")
-    assert text is not None
-    for fixed, original in UNSLOTH_EDITS:
-        assert text.count(fixed) == 1, fixed
-        text = text.replace(fixed, original)
-    return text
-
 
 def tensor_data(gf: GGUFFile) -> dict[str, bytes]:
     raw = gf.path.read_bytes()

@@ -30,7 +30,6 @@ from ollamads.tiny import write_tiny_shards
 from tests.support.hubstub import (
     HubStub,
     git_blob_sha1,
-    hub,  # noqa: F401 - a fixture
     repo_from_dir,
     sha256_hex,
 )

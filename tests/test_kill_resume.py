@@ -24,9 +24,9 @@ from ollamads.catalog import resolve
 from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.store import ModelName
 from ollamads.pipeline import create
-from tests.conftest import ollama_binary
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
-from tests.test_create import tiny_repo
+from tests.support.hubstub import HubStub
+from tests.support.servers import ollama_binary
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}
@@ -111,7 +111,7 @@ def _debris(*roots: Path) -> list[str]:
     ],
 )
 def test_a_kill_at_any_step_then_a_rerun_makes_the_same_model(
-    hub: Callable[..., HubStub],  # noqa: F811
+    hub: Callable[..., HubStub],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     line: str,

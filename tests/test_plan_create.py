@@ -15,7 +15,7 @@ from ollamads.gguf.format import GGMLQuantizationType
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.serve import OllamaServe
 from tests.support.cli import run_cli
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub
 from tests.support.synthetic import uniform_types, write_synthetic
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ DIMS = DeepSeek2Dims(n_layer=4, n_dense_lead=1, n_embd=256, n_ff=512, n_head=4, 
 
 
 def test_create_plan_parameters(capsys: pytest.CaptureFixture[str], ollama_server: OllamaServe,
-                                hub: Callable[..., HubStub], tmp_path: Path,  # noqa: F811
+                                hub: Callable[..., HubStub], tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     entry = resolve(SPEC)
     shards = write_synthetic(tmp_path / "src", f"{entry.model.file_prefix}-{entry.quant.hub_name}",

@@ -13,9 +13,9 @@ import pytest
 from ollamads.catalog import resolve
 from ollamads.gguf.deepseek2 import DeepSeek2Dims
 from ollamads.gguf.format import GGMLQuantizationType
-from ollamads.plan import sources
+from ollamads import quant_headers
 from tests.support.cli import run_cli
-from tests.support.hubstub import HubStub, hub  # noqa: F401 - hub is a fixture
+from tests.support.hubstub import HubStub
 from tests.support.synthetic import uniform_types, write_synthetic
 
 SPEC = "r1:IQ1_S"
@@ -35,7 +35,7 @@ def shard_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def r1_hub(hub: Callable[..., HubStub], shard_bytes: dict[str, bytes],  # noqa: F811
+def r1_hub(hub: Callable[..., HubStub], shard_bytes: dict[str, bytes],
            monkeypatch: pytest.MonkeyPatch) -> HubStub:
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1")
     return hub({resolve(SPEC).repo: shard_bytes}, redirect=True)
@@ -55,7 +55,7 @@ def test_reads_only_the_headers_and_caches_them(capsys: pytest.CaptureFixture[st
     assert record["memory"]["file_size"] == sum(len(b) for b in shard_bytes.values())
     for path, data in shard_bytes.items():
         served = r1_hub.bytes_served(repo, path)
-        assert 0 < served <= sources.FIRST_READ < len(data), path
+        assert 0 < served <= quant_headers.FIRST_READ < len(data), path
         assert all(r and r.startswith("bytes=0-") for r in r1_hub.ranges(path))
     assert record["header_bytes_fetched"] == r1_hub.bytes_served(repo)
     # The same plan again reads nothing from the Hub.
@@ -69,7 +69,7 @@ def test_a_larger_header_is_read_on_from_where_the_bytes_end(
     capsys: pytest.CaptureFixture[str], r1_hub: HubStub, monkeypatch: pytest.MonkeyPatch,
     shard_bytes: dict[str, bytes],
 ) -> None:
-    monkeypatch.setattr(sources, "FIRST_READ", 1024)
+    monkeypatch.setattr(quant_headers, "FIRST_READ", 1024)
     first = next(iter(shard_bytes))
     plan(capsys)
     # (each range is asked of the Hub, which redirects, then of its CDN)
@@ -127,7 +127,7 @@ def test_range_refused(capsys: pytest.CaptureFixture[str], r1_hub: HubStub) -> N
     assert "with the whole file (200)" in one_line_error(capsys)
 
 
-def test_lfs_pointer_on_the_hub(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],  # noqa: F811
+def test_lfs_pointer_on_the_hub(capsys: pytest.CaptureFixture[str], hub: Callable[..., HubStub],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1")
     entry = resolve(SPEC)

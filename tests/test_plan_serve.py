@@ -26,8 +26,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from ollamads.gguf.deepseek2 import DeepSeek2Dims
-from ollamads.gguf.format import GGMLQuantizationType
 from ollamads.hardware import GPU, Machine
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.serve import OllamaServe, free_port
@@ -35,9 +33,9 @@ from ollamads.plan.memory import ModelMemory
 from ollamads.plan.placement import Offload
 from ollamads.plan.recommend import PlanRequest, _loads, make_plan
 from ollamads.plan.sources import local_source
-from tests.conftest import ollama_binary
 from tests.support.llama_buffers import MIB, parse_buffers
-from tests.support.synthetic import uniform_types, write_synthetic
+from tests.support.servers import ollama_binary
+from tests.support.synthetic import small_q8_model
 from tests.support.toolchain import executable
 
 pytestmark = pytest.mark.integration
@@ -50,11 +48,6 @@ for a in "$@"; do printf '%s\\0' "$a"; done > "$dir/records/$$.argv"
 env -0 > "$dir/records/$$.env"
 exec "$dir/llama-server.real" "$@"
 """
-#: Small, but with experts large enough that moving one block's shows in MiB with 2 decimals;
-#: K rows of 256 + 32 (whole blocks of any cache type).
-DIMS = DeepSeek2Dims(n_layer=4, n_dense_lead=1, n_embd=1024, n_ff=2048, n_head=8, q_lora_rank=256,
-                     kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
-                     n_expert=32, n_expert_shared=1, n_ff_exp=1024, n_vocab=4096)
 CTX = 4096
 NAME = "planned:test"
 
@@ -77,7 +70,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("planned-model")
-    return write_synthetic(directory, "planned", DIMS, uniform_types(GGMLQuantizationType.Q8_0))[0]
+    return small_q8_model(directory, "planned")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, free_port
-from tests.conftest import ollama_binary
+from tests.support.servers import ollama_binary
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.store import LocalStore, ModelName, Placement, StoreCheck, find_store
 from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_model, write_tiny_shards
-from tests.conftest import ollama_binary
+from tests.support.servers import ollama_binary
 from tests.support.toolchain import llama_cpp_tool
 
 pytestmark = pytest.mark.integration

@@ -38,9 +38,9 @@ from ollamads.ollama.serve import OllamaServe, free_port
 from ollamads.tiny import write_tiny_shards
 from ollamads.webui import MODEL_DEFAULTS_ENVIRONMENT, OpenWebUI, WebUISettings
 from ollamads.webui import tested_version as open_webui_version
-from tests.conftest import _serve
 from tests.support.browser import Browser, Shown
 from tests.support.recording_proxy import RecordedRequest, RecordingProxy
+from tests.support.servers import serve_line
 from tests.support.toolchain import executable
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def open_webui_binary() -> str:
 @pytest.fixture(scope="module", params=["merged", "split", "layers"])
 def stack(request: pytest.FixtureRequest, browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     line = request.param
-    serve = _serve(line, request.getfixturevalue("_servers"), tmp_path_factory)
+    serve = serve_line(line, request.getfixturevalue("_servers"), tmp_path_factory)
     root = tmp_path_factory.mktemp(f"webui-{line}")
     register_tiny_models(serve, root / "hub")
     with RecordingProxy(serve.url) as proxy:

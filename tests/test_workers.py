@@ -33,8 +33,8 @@ from ollamads.rpc.protocol import (
 )
 from ollamads.rpc.worker import RpcWorker, worker_settings
 from ollamads.units import parse_size
-from tests.conftest import ollama_binary
 from tests.support.cli import run_cli
+from tests.support.servers import ollama_binary
 from tests.support.toolchain import executable, llama_cpp_tool
 from tests.support.workers import (
     SPLIT_PARAMETERS,
@@ -141,7 +141,7 @@ def test_worker_refuses_a_non_loopback_address_without_the_flag(capsys: pytest.C
 
 def test_worker_on_all_interfaces_warns(tmp_path: Path) -> None:
     with running_worker(tmp_path, "--host", "0.0.0.0", "--allow-remote") as worker:
-        assert "WARNING" in worker.text and "no authentication and no encryption" in worker.text
+        assert "warning: listening on 0.0.0.0" in worker.text and "no authentication and no encryption" in worker.text
         assert "trusted network" in worker.text
         advertised = re.search(r"on the head node: ollamads serve --workers (\S+)", worker.text)
         assert advertised and all(a.endswith(f":{worker.port}") for a in advertised[1].split(","))

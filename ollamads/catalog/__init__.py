@@ -1,7 +1,8 @@
 """The catalog: DeepSeek models, their Hub repos and quants, and their prompt families.
 
 ``catalog.toml`` holds the data; ``entries`` loads and resolves it; ``families`` names the three
-prompt formats and their special tokens; ``rendered`` regenerates ``modelfiles/``.
+prompt formats and their special tokens. It sits below ``hub``, ``gguf`` and ``ollama`` and
+imports none of them (``ollamads.rendered`` renders each entry's Modelfiles, above them all).
 """
 
 from __future__ import annotations

@@ -11,19 +11,21 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: tomllib arrived in 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10: tomllib arrived in 3.11
+    import tomli as tomllib
 
 from ollamads.catalog.families import FAMILIES, PromptFamily, get_family
 from ollamads.errors import OllamadsError
+from ollamads.shardnames import parse_shard_name
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 MODEL_PREFIX = "deepseek-"
@@ -161,8 +163,6 @@ class CatalogEntry:
 
     def is_own_file(self, file_name: str) -> bool:
         """``<prefix>.gguf`` or one of llama.cpp's split names ``<prefix>-NNNNN-of-NNNNN.gguf``."""
-        from ollamads.gguf.shards import parse_shard_name
-
         shard = parse_shard_name(file_name)
         return file_name == f"{self.file_prefix}.gguf" or (shard is not None and shard[0] == self.file_prefix)
 
@@ -263,7 +263,7 @@ def _quant(where: str, table: Mapping[str, Any]) -> CatalogQuant:
     if not _QUANT_NAME_RE.match(name) or name.startswith(UD_PREFIX):
         raise _bad(where, f"quant name {name!r} must be upper case without the UD- prefix")
     path = table.get("path")
-    if path is not None and not (path.endswith("/") or path.endswith(".gguf")):
+    if path is not None and not path.endswith(("/", ".gguf")):
         raise _bad(where, f"path {path!r} must be a folder ending in / or a .gguf file")
     return CatalogQuant(
         name=name,

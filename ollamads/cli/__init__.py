@@ -17,6 +17,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ollamads.cli._output import error
     from ollamads.cli.app import app
 
     try:
@@ -24,10 +25,10 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="ollamads", standalone_mode=False)
         if isinstance(code, int) and code:
             if code == 130:
-                print("interrupted", file=sys.stderr)
+                error("interrupted")
             sys.exit(code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        error("interrupted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         # with the usage line, and their exit code (2).
         show = getattr(exc, "show", None)
         if show is None:
-            print(f"Error: {exc.format_message()}", file=sys.stderr)
+            error(f"Error: {exc.format_message()}")
         else:
             show()
         sys.exit(exc.exit_code)
@@ -45,5 +46,5 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from ollamads.cli._errors import error_line
 
-        print(error_line(exc), file=sys.stderr)
+        error(error_line(exc))
         sys.exit(1)

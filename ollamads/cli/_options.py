@@ -5,9 +5,12 @@ Choices are enums, so ``--help`` lists them and a wrong value is a usage error (
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ollamads.ollama.modelfile import TemplateMode
 
 
 class TemplateModeChoice(str, Enum):
@@ -21,7 +24,8 @@ class MergeMethodChoice(str, Enum):
     llama_gguf_split = "llama-gguf-split"
 
 
-class ServerLineChoice(str, Enum):
+class ServerLineChoice(Enum):
+    # Not a str: a member named `split` would hide str.split.
     split = "split"
     merged = "merged"
 
@@ -104,3 +108,9 @@ ServerLineOpt = Annotated[
 
 def choice_value(choice: Enum | None) -> str | None:
     return None if choice is None else str(choice.value)
+
+
+def template_mode_value(choice: TemplateModeChoice | None) -> "TemplateMode | None":
+    if choice is None:
+        return None
+    return "renderer" if choice is TemplateModeChoice.renderer else "template"

@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 _TOTAL = "all files"
 
 
-def stderr_console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
 NAME_WIDTH = 30
 
 
@@ -113,7 +107,10 @@ class _Lines:
 @contextlib.contextmanager
 def progress_display(console: Console | None = None) -> Iterator[Progress]:
     """A :data:`~ollamads.progress.Progress` callback that draws; bars vanish when done."""
-    console = console or stderr_console()
+    if console is None:
+        from ollamads.cli._output import stderr_console
+
+        console = stderr_console()
     if not console.is_terminal:
         yield _Lines(console)
         return

@@ -9,8 +9,12 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from ollamads.children import ChildService
 
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -36,3 +40,14 @@ def exit_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_in_foreground(service: ChildService) -> None:
+    """Say "ready", then run until the child server exits, SIGINT/SIGTERM/SIGHUP passed on to
+    it; exit 128+N when signal N stopped it. The caller stops it in a ``finally``."""
+    from ollamads.cli._output import ready
+
+    ready()
+    stopped_by = service.wait()
+    if stopped_by is not None:
+        raise typer.Exit(128 + stopped_by)

@@ -1,12 +1,12 @@
 """`ollamads list`, `ollamads show` and `ollamads modelfiles`: the catalog, read-only."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ollamads.cli._options import JsonOpt
+from ollamads.cli._output import data, data_json, message, stdout_console
 
 RefreshOpt = Annotated[
     bool, typer.Option("--refresh", help="Read the Hub's listing for every catalog repo first (sizes, shards).")
@@ -65,10 +65,7 @@ def _records(refresh: bool, entries: Any = None) -> list[dict[str, Any]]:
     from ollamads.listing import refresh as refresh_listing
 
     if refresh:
-        from ollamads.cli._progress import stderr_console
-
-        console = stderr_console()
-        refresh_listing(lambda line: console.print(line, soft_wrap=True))
+        refresh_listing(message)
     machine = _machine()
     return [_entry_record(k, machine) for k in known_entries(entries)]
 
@@ -76,12 +73,11 @@ def _records(refresh: bool, entries: Any = None) -> list[dict[str, Any]]:
 def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
     """Every DeepSeek model and quant ollamads knows, and whether it fits this machine."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     records = _records(refresh)
     if as_json:
-        typer.echo(json.dumps(records, indent=1, ensure_ascii=False))
+        data_json(records)
         return
     machine = _machine()
     from ollamads.cli.plan_commands import short_fit
@@ -110,7 +106,7 @@ def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
             str(r["shards"] or "?"), short_fit(r["fit"], bool(r["fit_exact"])), _yes_no(r["fits_disk"]),
         )
         previous = r["model"]
-    Console(highlight=False).print(table)
+    stdout_console().print(table)
 
 
 def show_command(
@@ -120,7 +116,7 @@ def show_command(
 ) -> None:
     """Everything about one catalog entry, including the Modelfile `create` would write."""
     from ollamads.catalog import resolve
-    from ollamads.catalog.rendered import LINES, entry_definition
+    from ollamads.rendered import LINES, entry_definition
 
     entry = resolve(model)
     (record,) = _records(refresh, [entry])
@@ -133,13 +129,13 @@ def show_command(
             modelfiles[f"{line} {companion.name}"] = companion.modelfile(header)
     record["modelfiles"] = modelfiles
     if as_json:
-        typer.echo(json.dumps(record, indent=1, ensure_ascii=False))
+        data_json(record)
         return
     for key, value in record.items():
         if key != "modelfiles":
-            typer.echo(f"{key:13} {value}")
+            data(f"{key:13} {value}")
     for line, text in record["modelfiles"].items():
-        typer.echo(f"\n--- Modelfile for {line} ---\n{text}", nl=False)
+        data(f"\n--- Modelfile for {line} ---\n{text}", newline=False)
 
 
 def modelfiles_command(
@@ -148,12 +144,12 @@ def modelfiles_command(
 ) -> None:
     """Check (or --write) the rendered Modelfiles of every catalog entry."""
     from ollamads._resources import modelfiles_dir
-    from ollamads.catalog.rendered import stale, write_all
     from ollamads.errors import OllamadsError
+    from ollamads.rendered import stale, write_all
 
     target = directory or modelfiles_dir()
     if write:
-        typer.echo(f"wrote {len(write_all(target))} Modelfiles under {target}")
+        data(f"wrote {len(write_all(target))} Modelfiles under {target}")
         return
     changed = stale(target)
     if changed:
@@ -161,7 +157,7 @@ def modelfiles_command(
             f"{len(changed)} Modelfiles under {target} are out of date (e.g. {changed[0]})",
             "run `ollamads modelfiles --write` and commit the result",
         )
-    typer.echo("modelfiles are up to date")
+    data("modelfiles are up to date")
 
 
 def register(app: typer.Typer) -> None:

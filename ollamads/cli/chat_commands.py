@@ -121,7 +121,7 @@ def _repl(client: "DeepSeekClient", model: str, think: bool | None, printer: _Pr
             content = printer.answer(events)
         except KeyboardInterrupt:
             # Like `ollama run`: Ctrl-C stops this answer, not the chat.
-            events.close()  # type: ignore[attr-defined]
+            events.close()
             printer.err.print(_text("(answer stopped)", style="dim"))
             continue
         # DeepSeek's templates drop earlier turns' reasoning: only the answer goes back.
@@ -136,11 +136,10 @@ def chat(
     host: HostOpt = None,
 ) -> None:
     """Chat with a registered model: one answer for PROMPT, else an interactive chat."""
-    from rich.console import Console
-
     from ollamads.chat import DeepSeekClient
+    from ollamads.cli._output import stderr_console, stdout_console
 
-    printer = _Printer(Console(highlight=False), Console(stderr=True, highlight=False), show_thinking)
+    printer = _Printer(stdout_console(), stderr_console(), show_thinking)
     with DeepSeekClient(host) as client:
         client.plan(model, think)  # an unknown model or an impossible --think fails before any prompt
         if prompt is not None:

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from ollamads.cli._options import DryRunOpt, ForceOpt, MergeMethodChoice
+from ollamads.cli._output import data, stderr_console
 
 
 def merge_command(
@@ -27,7 +28,7 @@ def merge_command(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Merge split GGUF shards into one file (what Ollama up to v0.24 needs)."""
-    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli._progress import progress_display
     from ollamads.errors import OllamadsError
     from ollamads.gguf.merge import merge, merge_plan
     from ollamads.progress import bytes_callback
@@ -43,16 +44,16 @@ def merge_command(
                 "merge without --fix-template",
             )
     if dry_run:
-        plan = merge_plan(first_shard, out, method=method.value, binary=gguf_split, force=force)  # type: ignore[arg-type]
+        plan = merge_plan(first_shard, out, method=method.value, binary=gguf_split, force=force)
         tool = f" ({plan.binary})" if plan.binary else ""
-        typer.echo(plan.shards.describe())
-        typer.echo(f"would write {plan.out} ({plan.nbytes:,} bytes) with {plan.method}{tool}")
-        typer.echo(f"free disk: {plan.disk_free:,} bytes{'' if plan.enough_space else ' - NOT ENOUGH'}")
+        data(plan.shards.describe())
+        data(f"would write {plan.out} ({plan.nbytes:,} bytes) with {plan.method}{tool}")
+        data(f"free disk: {plan.disk_free:,} bytes{'' if plan.enough_space else ' - NOT ENOUGH'}")
         return
     console = stderr_console()
     with progress_display(console) as progress:
         result = merge(
-            first_shard, out, method=method.value, binary=gguf_split, force=force,  # type: ignore[arg-type]
+            first_shard, out, method=method.value, binary=gguf_split, force=force,
             progress=bytes_callback(progress, "merge", out.name),
         )
     changed = False

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ollamads.cli._options import ConnectionsOpt, DryRunOpt, ModelArg, RevisionOpt
+from ollamads.cli._output import data, stderr_console
 
 if TYPE_CHECKING:
     from ollamads.hub import PullPlan
@@ -52,14 +53,14 @@ def pull_command(
 ) -> None:
     """Download a model's GGUF files: many connections, resumable, sha256-verified."""
     from ollamads.catalog import resolve
-    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli._progress import progress_display
     from ollamads.pipeline import pull_quant
     from ollamads.units import format_bytes
 
     entry = resolve(model)
     if dry_run:
         result = pull_quant(entry, dry_run=True, revision=revision)
-        typer.echo(format_plan(result.plan))
+        data(format_plan(result.plan))
         return
     console = stderr_console()
     with progress_display(console) as progress:
@@ -71,7 +72,7 @@ def pull_command(
     )
     # stdout carries only the first file, for scripts:
     #   ollamads merge "$(ollamads pull r1:IQ1_S)" r1.gguf
-    typer.echo(str(result.paths[0]))
+    data(str(result.paths[0]))
 
 
 def register(app: typer.Typer) -> None:

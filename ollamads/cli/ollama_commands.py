@@ -19,7 +19,9 @@ from ollamads.cli._options import (
     TemplateModeOpt,
     VramOpt,
     choice_value,
+    template_mode_value,
 )
+from ollamads.cli._output import data, message, stderr_console, step, warning
 
 
 def register_command(
@@ -37,7 +39,7 @@ def register_command(
     A V3.1 model also gets NAME-think on the same blobs, which thinks unless asked not to.
     """
     from ollamads.catalog.families import get_family
-    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli._progress import progress_display
     from ollamads.errors import OllamadsError
     from ollamads.gguf.shards import open_shard_set
     from ollamads.ollama.api import probe
@@ -59,19 +61,19 @@ def register_command(
     server = probe(host)
     definition = ModelDefinition.for_family(
         name, get_family(family.value), list(shard_set.paths), server=server,
-        mode=choice_value(template_mode), parameters=overrides,  # type: ignore[arg-type]
+        mode=template_mode_value(template_mode), parameters=overrides,
     )
     header = f"Ollama {server.version}"
     plan = plan_registration(server, shard_set)
     if dry_run:
         for each in (definition, *definition.companions):
-            typer.echo(each.modelfile(header), nl=False)
-        typer.echo(f"# route: {plan.route} ({plan.store_reason})")
+            data(each.modelfile(header), newline=False)
+        data(f"# route: {plan.route} ({plan.store_reason})")
         for need in plan.needs:
-            typer.echo(f"# disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+            data(f"# disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
         for note in (server.untested_note(), plan.store_check.fix):
             if note:
-                typer.echo(f"# note: {note}")
+                data(f"# note: {note}")
         return
     from ollamads.units import check_space
 
@@ -86,10 +88,10 @@ def register_command(
     console = stderr_console()
     for note in (server.untested_note(), plan.store_check.fix):
         if note:
-            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+            message(f"note: {note}")
     with progress_display(console) as progress:
         result = register_files(plan, definition, progress=progress,
-                                report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True))
+                                report=step)
     console.print(
         f"registered {result.name} ({result.route}: {result.bytes_written:,} bytes written into the "
         f"store, {result.bytes_uploaded:,} uploaded)", soft_wrap=True,
@@ -99,9 +101,9 @@ def register_command(
 
 def echo_run_lines(name: str, companions: tuple[str, ...]) -> None:
     """The `ollama run` line of each registered name (V3.1: its thinking name too)."""
-    typer.echo(f"ollama run {name}")
+    data(f"ollama run {name}")
     for companion in companions:
-        typer.echo(f"ollama run {companion}    # thinks unless asked not to")
+        data(f"ollama run {companion}    # thinks unless asked not to")
 
 
 def serve(
@@ -132,7 +134,7 @@ def serve(
     SIGINT, SIGTERM and SIGHUP are passed on to `ollama serve`, and it is stopped whenever this
     command ends, so it never runs on alone.
     """
-    from ollamads.cli._progress import stderr_console
+    from ollamads.cli._signals import run_in_foreground
     from ollamads.ollama.serve import OllamaServe, serve_settings
 
     console = stderr_console()
@@ -163,28 +165,24 @@ def serve(
     try:
         console.print(f"Ollama {info.version} is serving {settings.models_dir} at {settings.url}")
         if settings.reachable_from_other_machines:
-            console.print(
-                f"[bold yellow]warning:[/] listening on {settings.bind}, not only on loopback: "
+            warning(
+                f"listening on {settings.bind}, not only on loopback: "
                 "Ollama has no authentication, so anyone who can reach this machine can run, "
-                "pull, replace and delete its models (leave out --host to listen on 127.0.0.1)",
-                soft_wrap=True,
+                "pull, replace and delete its models (leave out --host to listen on 127.0.0.1)"
             )
         console.print("  " + " ".join(f"{k}={v}" for k, v in settings.environment.items()))
         console.print(f"  log: {server.log_path}")
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")
         if head is not None:
             worker_commands.report_workers(console, head)
-        typer.echo("ready", err=True)
-        if head is not None:  # until the server exits, in the background
             import threading
 
+            # Until the server exits, in the background.
             threading.Thread(target=worker_commands.watch_workers, args=(console, server, head),
                              daemon=True, name="ollamads-watch-workers").start()
-        stopped_by = server.wait()
+        run_in_foreground(server)
     finally:
         server.stop()
-    if stopped_by is not None:
-        raise typer.Exit(128 + stopped_by)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,9 @@ from ollamads.cli._options import (
     OllamaBinaryOpt,
     ParameterOpt,
     TemplateModeOpt,
-    choice_value,
+    template_mode_value,
 )
+from ollamads.cli._output import data, done, stderr_console, step
 
 
 def create(
@@ -33,7 +34,7 @@ def create(
     ] = False,
 ) -> None:
     """Download (parallel, resumable, verified), merge if the server needs it, and register."""
-    from ollamads.cli._progress import progress_display, stderr_console
+    from ollamads.cli._progress import progress_display
     from ollamads.cli.hub_commands import format_plan
     from ollamads.ollama.modelfile import parse_parameters
     from ollamads.pipeline import create as create_model
@@ -50,25 +51,25 @@ def create(
     if dry_run:
         from ollamads.units import format_bytes, shortfalls
 
-        planned = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
-        typer.echo(format_plan(planned.pull))
-        typer.echo(f"Ollama {planned.server.version} at {planned.server.host}: {planned.describe_route()}")
-        for note in planned.notes():
-            typer.echo(f"note: {note}")
-        for need in planned.needs:
-            typer.echo(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
-        if len(planned.needs) == 1:
-            typer.echo("  disk: nothing else (the server's store gets the files without a copy)")
-        for short in shortfalls(planned.needs):
-            typer.echo(f"NOT ENOUGH DISK: {short.describe()}")
-        typer.echo(f"would register {planned.name}")
+        planned_create = plan_create(model, name=name, host=host, delete_shards=not keep_shards)
+        data(format_plan(planned_create.pull))
+        data(f"Ollama {planned_create.server.version} at {planned_create.server.host}: {planned_create.describe_route()}")
+        for note in planned_create.notes():
+            data(f"note: {note}")
+        for need in planned_create.needs:
+            data(f"  disk: {need.what} {format_bytes(need.bytes)} in {need.directory}")
+        if len(planned_create.needs) == 1:
+            data("  disk: nothing else (the server's store gets the files without a copy)")
+        for short in shortfalls(planned_create.needs):
+            data(f"NOT ENOUGH DISK: {short.describe()}")
+        data(f"would register {planned_create.name}")
         return
     with progress_display(console) as progress:
         result = create_model(
             model, name=name, host=host, keep_shards=keep_shards,
-            template_mode=choice_value(template_mode),  # type: ignore[arg-type]
+            template_mode=template_mode_value(template_mode),
             parameters=overrides, connections=connections,
-            report=lambda line: console.print(f"[bold cyan]>[/] {line}", soft_wrap=True),
+            report=step,
             progress=progress,
         )
     console.print(
@@ -85,15 +86,11 @@ def create(
 
 def demo(ollama_binary: OllamaBinaryOpt = None) -> None:
     """Run the whole pipeline on a built-in tiny DeepSeek V3.1 (no downloads)."""
-    from ollamads.cli._progress import stderr_console
     from ollamads.demo import run_demo
 
-    console = stderr_console()
-    result = run_demo(lambda line: console.print(f"[bold cyan]>[/] {line}"), ollama_binary=ollama_binary)
-    console.print(
-        f"[green]done:[/] {result.model} and its thinking name ran on Ollama "
-        f"{result.server.version} (random weights: the words are gibberish)"
-    )
+    result = run_demo(step, ollama_binary=ollama_binary)
+    done(f"{result.model} and its thinking name ran on Ollama {result.server.version} "
+         "(random weights: the words are gibberish)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,5 @@
 """``ollamads plan`` (which quant fits, how to offload it) and ``ollamads doctor``."""
 
-import json
 import shlex
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +18,7 @@ from ollamads.cli._options import (
     VramOpt,
     choice_value,
 )
+from ollamads.cli._output import data, data_json, stdout_console
 
 if TYPE_CHECKING:
     from ollamads.hardware import Machine
@@ -119,12 +119,12 @@ def _render(result: "PlanResult", line_reason: str) -> str:
          f"  ({_gb(moe[0].routed_experts)} per MoE layer, {len(moe)} layers)" if moe else ""),
         (f"KV cache, {plan.llama.kv_type}, {request.ctx} tokens", plan.llama.kv_bytes,
          f"  (Ollama <= 0.24: {_gb(plan.merged.kv_bytes)}, f16 K and V)"),
-        ("compute buffer (estimate)", max((l.compute for l in plan.llama.loads), default=0), ""),
+        ("compute buffer (estimate)", max((load.compute for load in plan.llama.loads), default=0), ""),
     ]
     out += ["", "bytes"] + [f"  {label:38} {_gb(n):>10}{extra}" for label, n, extra in rows]
     layout = plan.layout
     out += ["", f"{_FIT_WORDS[layout.fit]}: {plan.speed}"]
-    for load, budget in zip(layout.gpu_loads, gpu_budgets(machine, request)):
+    for load, budget in zip(layout.gpu_loads, gpu_budgets(machine, request), strict=True):
         out.append(f"  {load.name:5} {_gb(load.total):>10} of {_gb(budget)} usable "
                    f"(weights {_gb(load.weights)}, KV {_gb(load.kv)}, compute {_gb(load.compute)})")
     cpu = layout.cpu_load
@@ -183,9 +183,9 @@ def plan_command(
     if as_json:
         record = result_record(result)
         record["server_line_reason"] = reason
-        typer.echo(json.dumps(record, indent=1))
+        data_json(record)
         return
-    typer.echo(_render(result, reason))
+    data(_render(result, reason))
 
 
 def serve_plan(
@@ -240,7 +240,6 @@ _STATUS_STYLE = {"ok": "green", "info": "cyan", "warn": "yellow", "fail": "red"}
 def doctor_command(host: HostOpt = None, as_json: JsonOpt = False) -> None:
     """Check the server, KV cache, store, memory, llama.cpp, the Hub and Open WebUI; a fix for
     each finding. Exit code: 0 all fine, 3 warnings, 4 failures."""
-    from rich.console import Console
     from rich.markup import escape
 
     from ollamads.doctor import exit_code, run_checks, worst
@@ -248,13 +247,13 @@ def doctor_command(host: HostOpt = None, as_json: JsonOpt = False) -> None:
     findings = run_checks(host)
     code = exit_code(findings)
     if as_json:
-        typer.echo(json.dumps({
+        data_json({
             "worst": worst(findings), "exit_code": code,
             "findings": [{"check": f.check, "status": f.status, "summary": f.summary, "fix": f.fix,
                           "details": dict(f.details)} for f in findings],
-        }, indent=1))
+        })
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = stdout_console(soft_wrap=True)
         for f in findings:
             style = _STATUS_STYLE[f.status]
             console.print(f"[{style}]{f.status:4}[/] {f.check:11} {escape(f.summary)}")

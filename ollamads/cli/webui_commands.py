@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from ollamads.cli._options import HostOpt
+from ollamads.cli._output import stderr_console
 
 
 def webui(
@@ -24,7 +25,7 @@ def webui(
     It listens on 127.0.0.1 only, without accounts. Background titles, tags and follow-ups are
     off and built-in tools are not sent, so a 671B model only answers what you ask.
     """
-    from ollamads.cli._progress import stderr_console
+    from ollamads.cli._signals import run_in_foreground
     from ollamads.ollama.api import probe
     from ollamads.webui import OpenWebUI, WebUISettings, default_data_dir, find_open_webui, tested_version
 
@@ -38,12 +39,9 @@ def webui(
     ui.start()
     try:
         console.print(f"Open WebUI: {settings.url}", soft_wrap=True)
-        typer.echo("ready", err=True)
-        stopped_by = ui.wait()
+        run_in_foreground(ui)
     finally:
         ui.stop()
-    if stopped_by is not None:
-        raise typer.Exit(128 + stopped_by)
 
 
 def register(app: typer.Typer) -> None:

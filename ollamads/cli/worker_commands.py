@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ollamads.cli._output import ready, stderr_console, warning
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -55,7 +57,6 @@ def worker(
     log: Annotated[Path | None, typer.Option(help="rpc-server's log (default: <home>/worker-PORT.log).")] = None,
 ) -> None:
     """Lend this machine's memory to a head node: run llama.cpp's rpc-server; Ctrl-C stops it."""
-    from ollamads.cli._progress import stderr_console
     from ollamads.cli._signals import exit_on_signals
     from ollamads.errors import WorkerError
     from ollamads.paths import ollamads_home
@@ -69,14 +70,14 @@ def worker(
         cache=cache, cache_dir=cache_dir, threads=threads, devices=devices,
     )
     if settings.exposed:
-        console.print(f"[bold red]WARNING:[/] listening on {settings.host}. {SECURITY_WARNING}", soft_wrap=True)
+        warning(f"listening on {settings.host}. {SECURITY_WARNING}")
     log_path = log or ollamads_home() / f"worker-{settings.port}.log"
     running = RpcWorker(settings, log_path)
     try:
         with exit_on_signals():
             answer = running.start()
             # Only now: a failed start is one line (its output is in the log).
-            running.output.on_line = lambda line: console.print(
+            running.child.on_line = lambda line: console.print(
                 f"rpc-server: {line}", style="dim", soft_wrap=True, markup=False, highlight=False
             )
             memory = ", ".join(f"{format_mib(d.free)} free of {format_mib(d.total)}" for d in answer.devices)
@@ -86,8 +87,8 @@ def worker(
                 console.print(f"  cache: {settings.cache_path}")
             console.print(f"  log: {log_path}")
             console.print(f"  on the head node: ollamads serve --workers {','.join(settings.advertised())}", soft_wrap=True)
-            typer.echo("ready", err=True)
-            code = running.wait()
+            ready()
+            code = running.exit_code()
             raise WorkerError(f"rpc-server exited with code {code}", f"see its log {log_path}")
     finally:
         running.stop()

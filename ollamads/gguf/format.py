@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ollamads.errors import GGUFFormatError, IncompleteHeaderError
 
@@ -223,7 +223,7 @@ class GGUFFile:
             return default
         vtype, val = self.kv[key]
         if vtype == GGUFValueType.ARRAY:
-            return val[1]  # type: ignore[index]
+            return array_value(val)[1]
         return val
 
     @property
@@ -241,14 +241,23 @@ def _pack_string(s: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
+def array_value(value: object) -> tuple[GGUFValueType, Sequence[Any]]:
+    """An ARRAY key/value's ``(element type, items)``."""
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise TypeError(f"a GGUF array is (element type, items), not {value!r}")
+    elem_type, items = value
+    return GGUFValueType(elem_type), items
+
+
 def pack_value(vtype: GGUFValueType, value: object) -> bytes:
     """One KV value as GGUF bytes (no key, no type tag); arrays as (elem_type, items)."""
     vtype = GGUFValueType(vtype)
     if vtype == GGUFValueType.STRING:
-        return _pack_string(value)  # type: ignore[arg-type]
+        if not isinstance(value, str):
+            raise TypeError(f"a GGUF string value must be a str, not {value!r}")
+        return _pack_string(value)
     if vtype == GGUFValueType.ARRAY:
-        elem_type, items = value  # type: ignore[misc]
-        elem_type = GGUFValueType(elem_type)
+        elem_type, items = array_value(value)
         head = struct.pack("<IQ", elem_type, len(items))
         if elem_type in _SCALAR_FORMATS:
             if elem_type == GGUFValueType.BOOL:
@@ -615,9 +624,10 @@ class GGUFWriter:
 
     @property
     def alignment(self) -> int:
-        if KEY_ALIGNMENT in self.kv:
-            return int(self.kv[KEY_ALIGNMENT][1])  # type: ignore[call-overload]
-        return GGUF_DEFAULT_ALIGNMENT
+        value = self.kv[KEY_ALIGNMENT][1] if KEY_ALIGNMENT in self.kv else GGUF_DEFAULT_ALIGNMENT
+        if not isinstance(value, int):
+            raise TypeError(f"{KEY_ALIGNMENT} must be an int, not {value!r}")
+        return value
 
     def tensor_infos(self) -> tuple[TensorInfo, ...]:
         infos, offset = [], 0

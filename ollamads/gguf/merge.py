@@ -239,8 +239,8 @@ def write_merged(
             src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 for offset, nbytes in spans:
-                    copier.copy(src, offset, nbytes, lambda p=path: ShardSetError(
-                        f"{p.name} ended early while merging", "download it again"))
+                    copier.copy(src, offset, nbytes, functools.partial(
+                        ShardSetError, f"{path.name} ended early while merging", "download it again"))
                     pad = bytes(align_up(nbytes, layout.alignment) - nbytes)
                     write_all(fd, pad)
                     report(len(pad))

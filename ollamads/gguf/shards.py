@@ -8,7 +8,6 @@ than llama-gguf-split does (it only checks the first shard's name).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,29 +20,10 @@ from ollamads.gguf.format import (
     GGUFFile,
     read_gguf,
 )
+from ollamads.shardnames import SHARD_NAME_FORMAT, SHARD_NAME_RE, parse_shard_name, shard_name
 
-# llama.cpp's LLAMA split path format ("%s-%05d-of-%05d.gguf"); %05d widens past 99999.
-SHARD_NAME_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"
-SHARD_NAME_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5,})-of-(?P<count>\d{5,})\.gguf$")
 _REDOWNLOAD = "the shards do not belong together; download the whole set again"
 _MAX_LISTED = 5
-
-
-def shard_name(prefix: str, no: int, count: int) -> str:
-    """File name of shard ``no`` (1-based) of ``count``."""
-    return SHARD_NAME_FORMAT.format(prefix=prefix, no=no, count=count)
-
-
-def parse_shard_name(name: str) -> tuple[str, int, int] | None:
-    """``(prefix, no, count)`` for a shard file name, None for any other name."""
-    m = SHARD_NAME_RE.match(name)
-    if not m:
-        return None
-    prefix, no, count = m["prefix"], int(m["no"]), int(m["count"])
-    # Only the canonical spelling counts: "-1-of-3" or "-000001-of-00003" is not a shard name.
-    if shard_name(prefix, no, count) != name:
-        return None
-    return prefix, no, count
 
 
 @dataclass(frozen=True)
@@ -163,25 +143,14 @@ def _check_split_keys(headers: tuple[GGUFFile, ...], count: int) -> int:
                 f"{name} has no {KEY_SPLIT_COUNT} key: it is not a shard of a split GGUF",
                 _REDOWNLOAD,
             )
-        split_count = _int(h.value(KEY_SPLIT_COUNT))
-        if split_count != count:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_COUNT}={split_count}, but the set has {count} shards",
-                _REDOWNLOAD,
-            )
-        split_no = _int(h.value(KEY_SPLIT_NO))
-        if split_no != i:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_NO}={split_no}, expected {i} for shard {i + 1}",
-                _REDOWNLOAD,
-            )
-        tensors_count = _int(h.value(KEY_SPLIT_TENSORS_COUNT))
-        if tensors_count != expected_total:
-            raise ShardSetError(
-                f"{name} says {KEY_SPLIT_TENSORS_COUNT}={tensors_count}, but "
-                f"{headers[0].path.name} says {expected_total}",
-                _REDOWNLOAD,
-            )
+        for key, want, why in (
+            (KEY_SPLIT_COUNT, count, f"but the set has {count} shards"),
+            (KEY_SPLIT_NO, i, f"expected {i} for shard {i + 1}"),
+            (KEY_SPLIT_TENSORS_COUNT, expected_total, f"but {headers[0].path.name} says {expected_total}"),
+        ):
+            got = _int(h.value(key))
+            if got != want:
+                raise ShardSetError(f"{name} says {key}={got}, {why}", _REDOWNLOAD)
         for t in h.tensors:
             if t.name in seen:
                 raise ShardSetError(
@@ -195,3 +164,8 @@ def _check_split_keys(headers: tuple[GGUFFile, ...], count: int) -> int:
             _REDOWNLOAD,
         )
     return len(seen)
+
+
+#: The split naming lives in ollamads.shardnames (below the catalog too); it is part of what a
+#: shard set is, so it is importable from here as well.
+__all__ = ["SHARD_NAME_FORMAT", "SHARD_NAME_RE", "ShardSet", "open_shard_set", "parse_shard_name", "shard_name"]

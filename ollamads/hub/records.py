@@ -18,7 +18,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ollamads.hub.listing import RemoteFile
 from ollamads.paths import models_dir, read_record, repo_dir, write_record
@@ -33,7 +33,15 @@ def record_path(repo: str, path: str, suffix: str = ".json") -> Path:
     return repo_dir(repo) / STATE_DIR / (path + suffix)
 
 
-def new_hasher(file: RemoteFile) -> Any:
+class Hasher(Protocol):
+    """What the download needs of a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def new_hasher(file: RemoteFile) -> Hasher:
     if file.sha256:
         return hashlib.sha256()
     hasher = hashlib.sha1()
@@ -183,12 +191,22 @@ class PartState:
     def have(self) -> int:
         return sum(self.done)
 
+    @property
+    def count(self) -> int:
+        """How many ranges the file is cut into (after :meth:`load` or :meth:`start`)."""
+        assert self.layout is not None
+        return self.layout.count
+
+    def bounds(self, index: int) -> tuple[int, int]:
+        """Where range ``index`` starts and ends (after :meth:`load` or :meth:`start`)."""
+        assert self.layout is not None
+        return self.layout.bounds(index)
+
     def prefix(self) -> int:
         """Bytes from the start of the file that are all present."""
-        assert self.layout is not None
         total = 0
         for index, done in enumerate(self.done):
-            start, end = self.layout.bounds(index)
+            start, end = self.bounds(index)
             total += done
             if done < end - start:
                 break

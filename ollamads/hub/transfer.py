@@ -22,6 +22,7 @@ continues every range from its exact byte.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -45,6 +46,7 @@ from ollamads.hub.ranges import (
     require_range,
 )
 from ollamads.hub.records import (
+    Hasher,
     PartState,
     digest_of,
     new_hasher,
@@ -75,11 +77,11 @@ REPORT_INTERVAL_S = 0.1
 
 def connection_count(explicit: int | None = None) -> int:
     """``explicit``, else ``OLLAMADS_CONNECTIONS``, else :data:`DEFAULT_CONNECTIONS`."""
-    value: object = explicit if explicit is not None else os.environ.get(CONNECTIONS_ENV)
-    if value is None or value == "":
+    value = explicit if explicit is not None else os.environ.get(CONNECTIONS_ENV, "")
+    if value == "":
         return DEFAULT_CONNECTIONS
     try:
-        count = int(value)  # type: ignore[arg-type]
+        count = int(value)
     except ValueError:
         count = 0
     if not 1 <= count <= MAX_CONNECTIONS:
@@ -108,11 +110,11 @@ class _Target:
     local: Path
     state: PartState
     start_url: str
+    hasher: Hasher
     fd: int = -1
     #: The URL that last answered 206 (the CDN's, after the Hub's redirect); None: ask the Hub.
     url: str | None = None
     hashed: int = 0
-    hasher: object = None
     fetched: int = 0
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -147,7 +149,7 @@ class Downloader:
         self.hub_host = host_of(endpoint)
         self.targets = [
             _Target(file, local, PartState(repo, file),
-                    hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint))
+                    hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint), new_hasher(file))
             for file, local in files
         ]
         self.stop = threading.Event()
@@ -167,7 +169,7 @@ class Downloader:
             for target in self.targets:
                 self._open(target)
             self._jobs = [
-                (t, i) for t in self.targets for i in range(t.state.layout.count)  # type: ignore[union-attr]
+                (t, i) for t in self.targets for i in range(t.state.count)
                 if t.state.done[i] < self._length(t, i)
             ]
             workers = [
@@ -221,7 +223,7 @@ class Downloader:
 
     @staticmethod
     def _length(target: _Target, index: int) -> int:
-        start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
+        start, end = target.state.bounds(index)
         return end - start
 
     def still_needed(self) -> int:
@@ -254,7 +256,7 @@ class Downloader:
                 self._fail(exc)
 
     def _fetch_range(self, session: requests.Session, target: _Target, index: int) -> None:
-        start, end = target.state.layout.bounds(index)  # type: ignore[union-attr]
+        start, end = target.state.bounds(index)
         failures = 0
         while not self.stop.is_set():
             before = target.state.done[index]
@@ -275,7 +277,7 @@ class Downloader:
         self, session: requests.Session, target: _Target, pos: int, end: int
     ) -> requests.Response:
         """GET ``bytes=pos-(end-1)`` from the CDN URL that answered last, else from the Hub."""
-        check = lambda response: require_listed_upload(target.file, response)  # noqa: E731
+        check = functools.partial(require_listed_upload, target.file)
         if target.url is not None:
             try:
                 response = ranged_get(session, target.url, self.hub_host, pos, end,
@@ -296,7 +298,7 @@ class Downloader:
         with self._open_response(session, target, pos, end) as response:
             require_range(response, target.file, pos, end, repo=self.repo, hub_host=self.hub_host)
             target.url = response.url
-            start = target.state.layout.bounds(index)[0]  # type: ignore[union-attr]
+            start = target.state.bounds(index)[0]
             for data in body_chunks(response, end - pos):
                 if self.stop.is_set():
                     return
@@ -360,12 +362,12 @@ class Downloader:
             data = os.pread(target.fd, min(8 * MIB, end - pos), pos)
             if not data:
                 break
-            target.hasher.update(data)  # type: ignore[attr-defined]
+            target.hasher.update(data)
             pos += len(data)
         return pos - start
 
     def _finish(self, target: _Target) -> None:
-        got = digest_of(target.file, target.hasher.hexdigest())  # type: ignore[attr-defined]
+        got = digest_of(target.file, target.hasher.hexdigest())
         if got != target.file.digest:
             os.close(target.fd)
             target.fd = -1

@@ -194,16 +194,9 @@ class OllamaAPI:
 
     def show(self, name: str) -> dict[str, Any] | None:
         """``/api/show`` of ``name``, or None when the server has no such model."""
-        try:
-            response = requests.post(
-                f"{self.url}/api/show", json={"model": name}, timeout=CONTROL_TIMEOUT_S
-            )
-        except requests.RequestException as exc:
-            raise _lost(self.url, exc) from exc
-        if response.status_code == 404:
+        response = self._about_model("POST", "/api/show", name, "show")
+        if response is None:
             return None
-        if response.status_code != 200:
-            raise ServerError(f"Ollama could not show {name}: {error_text(response)}", "check the server log")
         value = response.json()
         return value if isinstance(value, dict) else None
 
@@ -217,17 +210,19 @@ class OllamaAPI:
 
     def delete(self, name: str) -> bool:
         """Remove a model; False when there was none."""
+        return self._about_model("DELETE", "/api/delete", name, "delete") is not None
+
+    def _about_model(self, method: str, path: str, name: str, verb: str) -> requests.Response | None:
+        """A control request about one model: the answer, or None when there is no such model."""
         try:
-            response = requests.delete(
-                f"{self.url}/api/delete", json={"model": name}, timeout=CONTROL_TIMEOUT_S
-            )
+            response = requests.request(method, f"{self.url}{path}", json={"model": name}, timeout=CONTROL_TIMEOUT_S)
         except requests.RequestException as exc:
             raise _lost(self.url, exc) from exc
         if response.status_code == 404:
-            return False
+            return None
         if response.status_code != 200:
-            raise ServerError(f"Ollama could not delete {name}: {error_text(response)}", "check the server log")
-        return True
+            raise ServerError(f"Ollama could not {verb} {name}: {error_text(response)}", "check the server log")
+        return response
 
     def render(self, body: Mapping[str, Any]) -> str:
         """The prompt the server builds for a chat request (``_debug_render_only``)."""

@@ -259,26 +259,21 @@ class ModelDefinition:
                 f"Ollama {server.version} refuses the parameter typical_p (removed in v0.34.1)",
                 "drop -p typical_p; min_p and top_p shape the sampling instead",
             )
-        common = dict(
-            family=family,
-            files=tuple(Path(f) for f in files),
-            parameters={**family.parameters, **(parameters or {})},
-            system=system,
-        )
         chosen = choose_template_mode(family, server, mode)
         title = title or name
-        if family.thinking != "hybrid":
-            return cls(name=name, mode=chosen, thinking=family.can_think, title=title, **common)  # type: ignore[arg-type]
-        thinker = cls(
-            name=thinking_name(name), mode=chosen, thinking=True, base=name,
-            title=f"{title}, thinking unless asked not to", **common,  # type: ignore[arg-type]
+        plain = cls(
+            name=name, family=family, files=tuple(Path(f) for f in files), mode=chosen,
+            parameters={**family.parameters, **(parameters or {})}, system=system, title=title,
+            thinking=family.can_think,
         )
+        if family.thinking != "hybrid":
+            return plain
+        thinker = replace(plain, name=thinking_name(name), thinking=True, base=name,
+                          title=f"{title}, thinking unless asked not to")
         # Only a TEMPLATE can be non-thinking by default and still take tools: a renderer
         # without its parser declares no capability at all.
-        return cls(
-            name=name, mode="template", thinking=False, title=f"{title}, thinking only on request",
-            companions=(thinker,), **common,  # type: ignore[arg-type]
-        )
+        return replace(plain, mode="template", thinking=False, title=f"{title}, thinking only on request",
+                       companions=(thinker,))
 
     @property
     def names(self) -> tuple[str, ...]:

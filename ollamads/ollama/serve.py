@@ -13,15 +13,14 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ollamads.children import log_tail, parent_death_preexec, stop_child, wait_forwarding_signals
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import OllamadsError, ServerError, ToolNotFoundError
 from ollamads.ollama.api import answers
-from ollamads.ollama.versions import ServerInfo, normalize_host
+from ollamads.ollama.versions import ServerInfo, normalize_host, parse_version
 from ollamads.paths import ollamads_home
 
 SERVE_START_TIMEOUT_S = 60.0
@@ -118,9 +117,9 @@ def find_ollama(explicit: str | None = None) -> str:
         return on_path
     from ollamads.toolchain import built_ollama_binaries, dev_toolchain_enabled
 
-    built = built_ollama_binaries() if dev_toolchain_enabled() else []
+    built = built_ollama_binaries() if dev_toolchain_enabled() else {}
     if built:
-        return str(built[-1])
+        return str(built[max(built, key=parse_version)])
     raise ToolNotFoundError(
         "no `ollama` binary found on PATH",
         "install Ollama, or set OLLAMADS_OLLAMA to its path",
@@ -154,7 +153,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class OllamaServe:
+class OllamaServe(ChildService):
     """A real ``ollama serve`` child process on a loopback port.
 
     Use as a context manager; the server is stopped (and its log kept at ``log_path``) on exit.
@@ -173,13 +172,12 @@ class OllamaServe:
         die_with_parent: bool = False,
     ) -> None:
         self.binary = find_ollama(binary)
-        self.die_with_parent = die_with_parent
         self.models_dir = Path(models_dir)
         self.bind = host or f"127.0.0.1:{free_port()}"
         self.url = normalize_host(self.bind)
         self.extra_env = dict(env or {})
         self.log_path = log_path or self.models_dir.parent / f"ollama-serve-{os.getpid()}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child = ChildProcess("`ollama serve`", self.log_path, stop_timeout=15, die_with_parent=die_with_parent)
         self.info: ServerInfo | None = None
 
     def environment(self) -> dict[str, str]:
@@ -194,56 +192,18 @@ class OllamaServe:
 
     def start(self, timeout: float = SERVE_START_TIMEOUT_S) -> ServerInfo:
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                [self.binary, "serve"],
-                env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec() if self.die_with_parent else None,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(
-                    f"`ollama serve` exited with code {self.process.returncode}: {self.log_tail(1)}",
-                    f"see the server log {self.log_path}",
-                )
+        self.child.start([self.binary, "serve"], env=self.environment())
+        answered: list[ServerInfo] = []
+
+        def ready() -> bool:
             info = answers(self.url)
             if info:
-                from ollamads.ollama.store import remember_serve
+                answered.append(info)
+            return info is not None
 
-                self.info = info
-                remember_serve(info.host, self.models_dir)
-                return info
-            time.sleep(0.2)
-        self.stop()
-        raise ServerError(
-            f"`ollama serve` did not answer at {self.url} within {timeout:.0f}s",
-            f"see the server log {self.log_path}",
-        )
+        self.child.wait_until_ready(ready, timeout=timeout, interval=0.2, where=self.url, error=ServerError)
+        from ollamads.ollama.store import remember_serve
 
-    def wait(self) -> int | None:
-        """Run until the server exits, passing SIGINT/SIGTERM/SIGHUP on to it; the signal that
-        stopped it, if one did."""
-        assert self.process is not None, "start() the server first"
-        return wait_forwarding_signals(self.process)
-
-    def stop(self) -> None:
-        stop_child(self.process, timeout=15)
-
-    def log_tail(self, lines: int = 60) -> str:
-        return log_tail(self.log_path, lines)
-
-    def __enter__(self) -> OllamaServe:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.info = answered[0]
+        remember_serve(self.info.host, self.models_dir)
+        return self.info

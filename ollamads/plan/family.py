@@ -59,8 +59,8 @@ def family_fits(model: CatalogModel, machine: Machine, request: PlanRequest,
 
 def largest_fitting(fits: list[QuantFit]) -> QuantFit | None:
     """The quant with the most bytes that still runs from memory (not from disk)."""
-    fitting = [f for f in fits if f.fits and f.plan is not None]
-    return max(fitting, key=lambda f: f.plan.memory.weights) if fitting else None  # type: ignore[union-attr]
+    weighed = [(f.plan.memory.weights, f) for f in fits if f.fits and f.plan is not None]
+    return max(weighed, key=lambda pair: pair[0])[1] if weighed else None
 
 
 __all__ = ["QuantFit", "family_fits", "largest_fitting", "plan_entry"]

@@ -19,7 +19,7 @@ sums :meth:`LayerBytes.on_device` per layer plus :func:`kv_layer_bytes` per laye
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ollamads.errors import OllamadsError
@@ -93,7 +93,9 @@ class ModelShape:
             value = header.value(f"{ARCH}.{key}", default)
             if value is None:
                 raise OllamadsError(f"{header.path} lacks {ARCH}.{key}", "the GGUF is incomplete or corrupt")
-            return int(value)  # type: ignore[arg-type]
+            if not isinstance(value, (int, float)):
+                raise OllamadsError(f"{header.path}: {ARCH}.{key} is {value!r}, not a number", "the GGUF is corrupt")
+            return int(value)
 
         n_head = get("attention.head_count")
         n_head_kv = get("attention.head_count_kv", n_head)
@@ -142,6 +144,18 @@ class LayerBytes:
     @property
     def total(self) -> int:
         return self.non_expert + self.routed_experts
+
+    @classmethod
+    def from_roles(cls, index: int, roles: Mapping[Role, int]) -> LayerBytes:
+        """Block ``index`` from its bytes per :class:`Role`."""
+        return cls(
+            index=index,
+            attention=roles.get(Role.ATTENTION, 0),
+            dense_ffn=roles.get(Role.DENSE_FFN, 0),
+            shared_expert=roles.get(Role.SHARED_EXPERT, 0),
+            routed_experts=roles.get(Role.ROUTED_EXPERTS, 0),
+            other=roles.get(Role.OTHER, 0),
+        )
 
     def on_device(self, experts_on_cpu: bool) -> int:
         """Bytes on the layer's device: all of it, or all but the routed experts."""
@@ -242,17 +256,7 @@ def model_memory(headers: Sequence[GGUFFile], *, name: str, source: str) -> Mode
                 # An MTP block past n_layer, or an unknown tensor: llama.cpp loads it with the
                 # output device's layers; count it there so no byte is lost.
                 output_bytes += nbytes
-    layers = tuple(
-        LayerBytes(
-            index=i,
-            attention=roles.get(Role.ATTENTION, 0),
-            dense_ffn=roles.get(Role.DENSE_FFN, 0),
-            shared_expert=roles.get(Role.SHARED_EXPERT, 0),
-            routed_experts=roles.get(Role.ROUTED_EXPERTS, 0),
-            other=roles.get(Role.OTHER, 0),
-        )
-        for i, roles in sorted(per_layer.items())
-    )
+    layers = tuple(LayerBytes.from_roles(i, roles) for i, roles in sorted(per_layer.items()))
     tied = not has_output
     if tied:
         output_bytes += input_bytes

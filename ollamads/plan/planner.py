@@ -28,7 +28,7 @@ class PlanResult:
 
 def default_ctx(source: ModelSource) -> int:
     named = source.entry.parameters.get("num_ctx") if source.entry else None
-    ctx = int(named) if isinstance(named, int) else DEFAULT_CTX  # type: ignore[arg-type]
+    ctx = named if isinstance(named, int) else DEFAULT_CTX
     return min(ctx, source.memory.shape.n_ctx_train)
 
 
@@ -113,7 +113,8 @@ def result_record(result: PlanResult) -> dict[str, Any]:
         "parameters": dict(plan.parameters),
         "llama_server": list(plan.llama_server),
         "largest_fitting": None if largest is None else {
-            "quant": largest.entry.quant.name, "exact": largest.exact, "fit": largest.plan.fit,  # type: ignore[union-attr]
+            "quant": largest.entry.quant.name, "exact": largest.exact,
+            "fit": None if largest.plan is None else largest.plan.fit,
         },
         "family": [
             {"quant": f.entry.quant.name, "fit": None if f.plan is None else f.plan.fit,

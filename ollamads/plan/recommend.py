@@ -200,7 +200,8 @@ def _loads(memory: ModelMemory, machine: Machine, request: PlanRequest, offload:
 
 
 def _gpus_fit(loads: Sequence[DeviceLoad], budgets: Sequence[int]) -> bool:
-    return all(load.total <= budget for load, budget in zip(loads, budgets))
+    # ``loads`` ends with the CPU's, which has no budget here: zip stops at the last GPU.
+    return all(load.total <= budget for load, budget in zip(loads, budgets, strict=False))
 
 
 def _verdict(layout_loads: Sequence[DeviceLoad], offload: Offload, memory: ModelMemory,

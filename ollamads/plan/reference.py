@@ -57,18 +57,13 @@ def published_size_memory(name: str, size_bytes: int) -> ModelMemory:
         elif role == Role.OUTPUT:
             output_bytes += nbytes
         else:
-            roles = per_layer[layer]  # type: ignore[index]
+            assert layer is not None, f"{slot.name}: only the input and output tensors have no layer"
+            roles = per_layer[layer]
             roles[role] = roles.get(role, 0) + nbytes
     fixed = input_bytes + output_bytes + sum(sum(r.values()) for r in per_layer.values())
     experts_each = max(0, size_bytes - fixed) // len(moe_layers)
     layers = tuple(
-        LayerBytes(
-            index=i,
-            attention=roles.get(Role.ATTENTION, 0),
-            dense_ffn=roles.get(Role.DENSE_FFN, 0),
-            shared_expert=roles.get(Role.SHARED_EXPERT, 0),
-            routed_experts=experts_each if i in moe_layers else 0,
-        )
+        LayerBytes.from_roles(i, {**roles, Role.ROUTED_EXPERTS: experts_each if i in moe_layers else 0})
         for i, roles in sorted(per_layer.items())
     )
     return ModelMemory(

@@ -14,20 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ollamads.catalog import CatalogEntry
-from ollamads.errors import HubError, IncompleteHeaderError, OllamadsError
-from ollamads.gguf.format import GGUFFile, read_gguf, read_gguf_prefix
-from ollamads.hub.headers import cached_prefix, file_prefix
+from ollamads.errors import HubError, OllamadsError
+from ollamads.gguf.format import read_gguf
 from ollamads.hub.listing import RemoteFile
-from ollamads.hub.records import STATE_DIR, recorded_verified
+from ollamads.hub.records import STATE_DIR
 from ollamads.paths import local_path, read_record, repo_dir, write_record
 from ollamads.plan.memory import ModelMemory, model_memory
 from ollamads.plan.reference import published_size_memory
-from ollamads.units import GIB, MIB
-
-#: The first Range request per file; a DeepSeek shard 1 header (tokenizer included) is ~3.5 MB.
-FIRST_READ = 4 * MIB
-#: A header larger than this is not a header: refuse rather than download the model.
-MAX_HEADER = 256 * MIB
+from ollamads.quant_headers import header_offline, quant_headers
+from ollamads.units import GIB
 
 
 @dataclass(frozen=True)
@@ -81,50 +76,6 @@ def _remembered_listing(entry: CatalogEntry) -> tuple[str, list[RemoteFile]] | N
         return None
 
 
-def _header_from_hub(repo: str, commit: str, remote: RemoteFile) -> tuple[GGUFFile, int]:
-    """The header of ``remote`` and the bytes fetched for it now."""
-    before = cached_prefix(repo, remote)
-    length = max(FIRST_READ, before[1] if before else 0)
-    while True:
-        prefix, have = file_prefix(repo, commit, remote, length)
-        try:
-            header = read_gguf_prefix(prefix, file_size=remote.size, name=remote.path)
-            return header, have - (before[1] if before else 0)
-        except IncompleteHeaderError:
-            if have >= MAX_HEADER:
-                raise HubError(
-                    f"{remote.path}: no GGUF header ends in its first {have} bytes",
-                    "the file is not a usable GGUF; download it and run `ollamads plan` on it",
-                ) from None
-            length = min(2 * have, MAX_HEADER)
-
-
-def _header_offline(repo: str, remote: RemoteFile) -> GGUFFile | None:
-    local = local_path(repo, remote.path)
-    if local.is_file() and recorded_verified(repo, remote, local):
-        return read_gguf(local)
-    cached = cached_prefix(repo, remote)
-    if cached is None:
-        return None
-    try:
-        return read_gguf_prefix(cached[0], file_size=remote.size, name=remote.path)
-    except IncompleteHeaderError:
-        return None
-
-
-def quant_headers(entry: CatalogEntry, commit: str, remotes: list[RemoteFile]) -> tuple[list[GGUFFile], int]:
-    """The GGUF header of each file of a quant, and the bytes fetched for them now: verified
-    local files and cached headers first, else Range requests for the first megabytes."""
-    headers, fetched = [], 0
-    for remote in remotes:
-        header = _header_offline(entry.repo, remote)
-        if header is None:
-            header, got = _header_from_hub(entry.repo, commit, remote)
-            fetched += got
-        headers.append(header)
-    return headers, fetched
-
-
 def hub_source(entry: CatalogEntry, *, revision: str | None = None) -> ModelSource:
     """The quant's tensor table: verified local files, cached headers, else Range requests."""
     from ollamads.hub.listing import repo_commit
@@ -155,7 +106,7 @@ def cached_source(entry: CatalogEntry) -> ModelSource | None:
     _, remotes = listing
     headers = []
     for remote in remotes:
-        header = _header_offline(entry.repo, remote)
+        header = header_offline(entry.repo, remote)
         if header is None:
             return None
         headers.append(header)
@@ -188,7 +139,6 @@ def resolve_source(model: str, *, revision: str | None = None) -> ModelSource:
 
 
 __all__ = [
-    "FIRST_READ",
     "ModelSource",
     "cached_source",
     "estimated_source",

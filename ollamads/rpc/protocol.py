@@ -13,6 +13,7 @@ message layouts, ``rpc_serve_client``), ggml/src/ggml-rpc/transport.h (caps size
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass
@@ -115,10 +116,8 @@ def call(sock: socket.socket, command: Command, payload: bytes, reply_size: int)
 
 def abort(sock: socket.socket) -> None:
     """Close with a reset: nothing we sent stays queued for the worker to answer later."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 

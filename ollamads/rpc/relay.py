@@ -23,6 +23,7 @@ keeps both directions framed.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -118,8 +119,8 @@ class _Session:
         clean = False
         try:
             self.backend = socket.create_connection(self.relay.backend)
-            for sock in (self.client, self.backend):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for connected in (self.client, self.backend):
+                connected.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while self._one_message():
                 pass
             clean = True
@@ -288,10 +289,8 @@ class CappingRelay:
 
     def stop(self) -> None:
         if self._server is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._server.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._server.close()
             self._server = None
 

@@ -17,15 +17,11 @@ import ipaddress
 import os
 import shutil
 import socket
-import subprocess
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ollamads.children import parent_death_preexec, stop_child
+from ollamads.children import ChildProcess, ChildService
 from ollamads.errors import ToolNotFoundError, WorkerError
 from ollamads.rpc.endpoints import resolve_ipv4
 from ollamads.rpc.protocol import DEFAULT_PORT, WorkerProbe, probe
@@ -208,39 +204,16 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class WorkerOutput:
-    """rpc-server's output: appended to the log file, the last lines kept for error messages."""
-
-    log_path: Path
-    on_line: Callable[[str], None] | None = None
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-
-    def follow(self, stream: object) -> threading.Thread:
-        def run() -> None:
-            with open(self.log_path, "a", encoding="utf-8", errors="replace") as log:
-                for raw in stream:  # type: ignore[attr-defined]
-                    line = raw.decode(errors="replace").rstrip("\n")
-                    log.write(line + "\n")
-                    log.flush()
-                    self.tail.append(line)
-                    if self.on_line:
-                        self.on_line(line)
-
-        thread = threading.Thread(target=run, name="rpc-server-output", daemon=True)
-        thread.start()
-        return thread
-
-
-class RpcWorker:
+class RpcWorker(ChildService):
     """A running rpc-server (behind the capping relay when there is a cap)."""
 
     def __init__(self, settings: WorkerSettings, log_path: Path, on_line: Callable[[str], None] | None = None) -> None:
         self.settings = settings
-        self.output = WorkerOutput(log_path, on_line)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = log_path
+        # Always dies with this process, even one killed with SIGKILL (see the module docstring).
+        self.child = ChildProcess("rpc-server", log_path, stop_timeout=10, die_with_parent=True)
+        self.child.on_line = on_line
         self.relay: CappingRelay | None = None
-        self._reader: threading.Thread | None = None
         self.probe: WorkerProbe | None = None
 
     @property
@@ -260,20 +233,14 @@ class RpcWorker:
             rpc_host, rpc_port = s.host, s.port
         else:
             rpc_host, rpc_port = "127.0.0.1", _free_loopback_port()
-        self.output.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            s.command(rpc_host, rpc_port),
-            env=s.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches ollamads, which stops the child in order
-            restore_signals=False,  # keep SIGPIPE ignored (see the module docstring)
-            preexec_fn=parent_death_preexec(),
-        )
-        self._reader = self.output.follow(self.process.stdout)
+        # Its output is read here: the last lines explain a failed start (_exit_error).
+        self.child.start(s.command(rpc_host, rpc_port), env=s.environment(), follow=True,
+                         restore_signals=False)  # keep SIGPIPE ignored (see the module docstring)
+        address = ("127.0.0.1" if rpc_host == "0.0.0.0" else rpc_host, rpc_port)
         try:
-            self._wait_until_answering(("127.0.0.1" if rpc_host == "0.0.0.0" else rpc_host, rpc_port), timeout)
+            self.child.wait_until_ready(lambda: self._answers(address), timeout=timeout, interval=0.1,
+                                        where=f"{address[0]}:{address[1]}", error=WorkerError,
+                                        exited=self._exit_error)
             if s.memory_cap is not None:
                 self.relay = CappingRelay((s.host, s.port), (rpc_host, rpc_port), s.memory_cap)
                 self.relay.start()
@@ -283,31 +250,17 @@ class RpcWorker:
             raise
         return self.probe
 
-    def _wait_until_answering(self, address: tuple[str, int], timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise self._exit_error()
-            try:
-                probe(*address, timeout=2.0)
-                return
-            except OSError:
-                pass
-            except Exception as exc:
-                raise WorkerError(f"{self.settings.binary} does not answer as an rpc-server ({exc})", _BUILD_HINT) from exc
-            if time.monotonic() > deadline:
-                raise WorkerError(
-                    f"rpc-server did not answer on {address[0]}:{address[1]} within {timeout:.0f}s",
-                    f"see its log {self.output.log_path}",
-                )
-            time.sleep(0.1)
+    def _answers(self, address: tuple[str, int]) -> bool:
+        try:
+            probe(*address, timeout=2.0)
+        except OSError:
+            return False
+        except Exception as exc:
+            raise WorkerError(f"{self.settings.binary} does not answer as an rpc-server ({exc})", _BUILD_HINT) from exc
+        return True
 
-    def _exit_error(self) -> WorkerError:
-        assert self.process is not None
-        if self._reader is not None:
-            self._reader.join(timeout=2)
-        lines = list(self.output.tail)
+    def _exit_error(self, code: int) -> WorkerError:
+        lines = self.child.tail()
         text = "\n".join(lines)
         s = self.settings
         if "Failed to create server socket" in text:
@@ -321,33 +274,17 @@ class RpcWorker:
             return WorkerError(f"rpc-server has no device {bad!r}", f"choose from {', '.join(known) or 'the devices rpc-server lists'}")
         if "Failed to create cache directory" in text:
             return WorkerError(f"rpc-server cannot create its cache in {s.cache_path}", "choose a writable --cache-dir")
-        last = next((line for line in reversed(lines) if line.strip()), "no output")
-        return WorkerError(
-            f"rpc-server exited with code {self.process.returncode}: {last}",
-            f"see its log {self.output.log_path}",
-        )
+        return WorkerError(f"rpc-server exited with code {code}: {self.child.last_line()}", f"see its log {self.log_path}")
 
-    def wait(self) -> int:
-        """Block until rpc-server exits; its exit code."""
+    def exit_code(self) -> int:
+        """Block until rpc-server exits; its exit code (signals are ``ollamads worker``'s own)."""
         assert self.process is not None
         return self.process.wait()
-
-    def poll(self) -> int | None:
-        return None if self.process is None else self.process.poll()
 
     def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
-        stop_child(self.process, timeout=10)
-        if self._reader is not None:
-            self._reader.join(timeout=2)
-
-    def __enter__(self) -> RpcWorker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
 
 __all__ = [

@@ -28,9 +28,9 @@ from ollamads.ollama.store import ModelName
 from ollamads.paths import local_path, repo_dir
 from ollamads.pipeline import create, plan_create
 from ollamads.tiny import write_tiny_shards
-from tests.faults.conftest import FaultServer, bad_blobs, ollamads_debris
+from tests.support.faults import FaultServer, bad_blobs, ollamads_debris
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 SPEC = "r1:IQ1_S"

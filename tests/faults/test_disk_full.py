@@ -30,7 +30,8 @@ from ollamads.pipeline import create, pull_quant
 from ollamads.progress import ProgressEvent
 from ollamads.tiny import write_tiny_shards
 from ollamads.units import format_bytes
-from tests.faults.conftest import (
+from tests.support.cli import run_cli
+from tests.support.faults import (
     FaultServer,
     SmallDisk,
     bad_blobs,
@@ -39,10 +40,9 @@ from tests.faults.conftest import (
     one_line,
     sha256_file,
 )
-from tests.support.cli import run_cli
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
-from tests.test_fix_template import deepseek_original_v31
+from tests.support.reference import deepseek_original_v31
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}

@@ -25,7 +25,7 @@ from ollamads.paths import local_path
 from ollamads.pipeline import plan_quant_pull, pull_quant
 from ollamads.progress import ProgressEvent
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
+from tests.support.synthetic import tiny_repo
 
 SPEC = "v3.1:TQ1_0"  # one file, one range
 RETRIES = 3

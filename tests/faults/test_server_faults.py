@@ -25,10 +25,10 @@ from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.store import LocalStore, ModelName
 from ollamads.pipeline import create
 from ollamads.progress import ProgressEvent
-from tests.faults.conftest import FaultServer, NotOllama, bad_blobs, manifests, ollamads_debris, one_line
 from tests.support.cli import run_cli
+from tests.support.faults import FaultServer, NotOllama, bad_blobs, manifests, ollamads_debris, one_line
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}

@@ -21,9 +21,9 @@ from ollamads.catalog import resolve
 from ollamads.ollama.api import OllamaAPI
 from ollamads.paths import ollamads_home, repo_dir
 from ollamads.pipeline import create
-from tests.faults.conftest import FaultServer, bad_blobs, ollamads_debris
+from tests.support.faults import FaultServer, bad_blobs, ollamads_debris
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
+from tests.support.synthetic import tiny_repo
 
 pytestmark = pytest.mark.integration
 SPEC = "r1:IQ1_S"

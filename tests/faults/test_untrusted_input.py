@@ -39,11 +39,11 @@ from ollamads.ollama.store import LocalStore, ModelName
 from ollamads.paths import ollamads_home, repo_dir
 from ollamads.pipeline import pull_quant
 from ollamads.tiny import write_tiny_model, write_tiny_shards
-from tests.conftest import ollama_binary
-from tests.faults.conftest import FaultServer, one_line
 from tests.support.cli import run_cli
+from tests.support.faults import FaultServer, one_line
 from tests.support.hubstub import HubStub
-from tests.test_create import tiny_repo
+from tests.support.servers import ollama_binary
+from tests.support.synthetic import tiny_repo
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ollamads"
 TINY = {"num_predict": 8, "num_ctx": 1024}

@@ -31,6 +31,7 @@ from typing import Any
 
 from ollamads._resources import templates_dir
 from ollamads.catalog.families import BOS, EOS, get_family
+from ollamads.gguf.retemplate import fixed_template_for
 from ollamads.ollama.gojson import go_json
 
 
@@ -121,3 +122,30 @@ def render_prompt(
     if plan.think is not None:
         body["think"] = plan.think
     return OllamaAPI(client.host).render(body)
+
+
+# Unsloth's two fixes and its comments, as SOURCES.md lists them, with what DeepSeek shipped.
+UNSLOTH_EDITS = [
+    ("{#- Unsloth template fixes #}", ""),
+    ("{#- Copyright 2025-present Unsloth. Apache 2.0 License. #}", ""),
+    (
+        "{% if enable_thinking is defined and enable_thinking is false %}{% set thinking = false %}"
+        "{% elif enable_thinking is defined and enable_thinking is true %}{% set thinking = true %}"
+        "{% elif not thinking is defined %}{% set thinking = false %}{% endif %}",
+        "{% if not thinking is defined %}{% set thinking = false %}{% endif %}",
+    ),
+    (
+        "{%- set splitted = content.split('</think>') -%}{%- set content = splitted[1:] | join('</think>') -%}",
+        "{%- set content = content.split('</think>', 1)[1] -%}",
+    ),
+]
+
+
+def deepseek_original_v31() -> str:
+    """DeepSeek's own V3.1 template: Unsloth's fixed one with its edits undone."""
+    text = fixed_template_for("v3.1")
+    assert text is not None
+    for fixed, original in UNSLOTH_EDITS:
+        assert text.count(fixed) == 1, fixed
+        text = text.replace(fixed, original)
+    return text

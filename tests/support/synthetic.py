@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from ollamads.catalog import CatalogEntry
 from ollamads.gguf.deepseek2 import DEEPSEEK_V3, DeepSeek2Dims, Role, TensorSlot, tensor_layout
 from ollamads.gguf.format import (
     GGML_QUANT_SIZES,
@@ -28,7 +29,7 @@ from ollamads.gguf.format import (
     tensor_nbytes,
 )
 from ollamads.gguf.shards import shard_name
-from ollamads.tiny import TinyModelSpec, model_metadata
+from ollamads.tiny import TinyModelSpec, model_metadata, write_tiny_model, write_tiny_shards
 
 Q = GGMLQuantizationType
 TypeChoice = Callable[[TensorSlot], GGMLQuantizationType]
@@ -213,11 +214,41 @@ def deepseek_v3_sparse(directory: Path, types: TypeChoice = unsloth_like_types, 
     return write_synthetic(directory, "DeepSeek-V3-shape", dims, types, spec=spec, shards=shards)
 
 
+#: Small, but with experts large enough that moving one block's shows in MiB with 2 decimals;
+#: K rows of 256 + 32 (whole blocks of any cache type).
+SMALL_MOE_DIMS = DeepSeek2Dims(n_layer=4, n_dense_lead=1, n_embd=1024, n_ff=2048, n_head=8, q_lora_rank=256,
+                               kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+                               n_expert=32, n_expert_shared=1, n_ff_exp=1024, n_vocab=4096)
+
+
+def small_q8_model(directory: Path, name: str) -> Path:
+    """A one-file Q8_0 model at :data:`SMALL_MOE_DIMS` (sparse: a server maps it, computes nothing)."""
+    return write_synthetic(directory, name, SMALL_MOE_DIMS, uniform_types(Q.Q8_0))[0]
+
+
+def tiny_repo(entry: CatalogEntry, tmp: Path) -> dict[str, bytes]:
+    """The entry's files as Unsloth lays them out, holding the tiny model of its family."""
+    family = entry.prompt_family.name
+    if entry.quant.is_single_file:
+        assert entry.quant.path
+        path = write_tiny_model(tmp / entry.quant.path, family)
+        return {entry.quant.path: path.read_bytes()}
+    shards = write_tiny_shards(
+        tmp, family, n_shards=entry.quant.shards or 3, quant=entry.quant.hub_name,
+        name=entry.model.file_prefix,
+    )
+    folder = f"{entry.quant.folder}/" if entry.quant.folder else ""
+    return {folder + p.name: p.read_bytes() for p in shards}
+
+
 __all__ = [
+    "SMALL_MOE_DIMS",
     "V3_SPEC_OVERRIDES",
     "deepseek_v3_sparse",
+    "small_q8_model",
     "spec_for",
     "ternary_experts",
+    "tiny_repo",
     "uniform_types",
     "unsloth_like_types",
     "write_synthetic",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollamads.catalog import CatalogEntry, load_catalog
-from ollamads.gguf.shards import shard_name
 from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX, ModelDefinition
 from ollamads.ollama.versions import ServerInfo
 from ollamads.pins import pin
+from ollamads.shardnames import shard_name
 
 #: The tested release of each line (pins.toml); only the line matters for the Modelfile.
 LINES = {"ollama-0.24": ServerInfo("http://127.0.0.1:11434", pin("OLLAMA_OLD_LINE")),

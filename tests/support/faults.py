@@ -1,4 +1,4 @@
-"""What the fault tests share: small filesystems that fill up, and real servers that die.
+"""What the fault tests share (loaded by tests/conftest.py's ``pytest_plugins``): small filesystems that fill up, and real servers that die.
 
 * ``small_disk(size)`` mounts a tmpfs of ``size`` bytes for the test (``small_disk(size,
   "ext2")`` a loop-mounted ext2, which has no ``fallocate``, so a download writes into a sparse
@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from ollamads.ollama.serve import OllamaServe, free_port
-from tests.conftest import ollama_binary
-from tests.support.hubstub import hub  # noqa: F401 - a fixture for every fault test
+from tests.support.servers import ollama_binary
 
 PAGE = 4096
 
@@ -180,7 +179,7 @@ def fault_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         root.mkdir()
         server = FaultServer(root, line, port or free_port(), models).start()
         started.append(server)
-        # tests/conftest.py attaches the log of every server a failing test used.
+        # tests/support/servers.py attaches the log of every server a failing test used.
         request.node.__dict__.setdefault("_ollama_servers", []).append(server)
         return server
 
