@@ -116,8 +116,10 @@ def test_the_old_line_loads_only_the_last_shard_so_a_split_set_is_merged(
     assert sorted(layers) == sorted(_sha256(p) for p in shards)  # in Go's map order
     answer = requests.post(f"{merged_line_server.url}/api/generate",
                            json={"model": "shards-old:test", "prompt": "hi", "stream": False}, timeout=300)
+    # Which shard comes last decides the wording ("unable to load model: <blob>" for a later
+    # shard, "model failed to load" for the first, which has the metadata but not the tensors).
     assert answer.status_code == 500
-    assert "unable to load model" in answer.text and layers[-1].split(":")[1] in answer.text
+    assert "unable to load model" in answer.text or "model failed to load" in answer.text
 
 
 # --- the route and the disk check at 671B scale ---------------------------------------------------
