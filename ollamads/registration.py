@@ -40,7 +40,7 @@ from ollamads.errors import PlacementError, ServerError
 from ollamads.gguf.format import GGMLQuantizationType, GGUFFile
 from ollamads.gguf.merge import merge_builtin_hashed, merged_size, quantize_copy_supported, write_merged
 from ollamads.gguf.shards import ShardSet, open_shard_set, parse_shard_name
-from ollamads.hub.records import recorded_sha256
+from ollamads.hub.records import keep_verified_after_touch, recorded_sha256
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition
 from ollamads.ollama.register import create_companions, sha256_file
@@ -420,6 +420,9 @@ def _register_model(
     created = not _is_registered(api, server, definition.name, request)
     if created:
         api.create(request, on_status=lambda s: report(f"ollama: {s}"))
+        if plan.route == "place":
+            for path in definition.files:
+                keep_verified_after_touch(path, digests[path.name])
         check_registered(api, plan, definition.name, [digests[p.name] for p in definition.files])
         write_record(_registration_record(server, definition.name), {"request": request})
     else:

@@ -86,23 +86,50 @@ def recorded_verified(repo: str, file: RemoteFile, local: Path) -> bool:
         return False
 
 
-def recorded_sha256(local: Path) -> str | None:
-    """The Hub's sha256 that ``local``, a download of ollamads, was verified against, if it has
-    not changed since (its record's size and mtime): a blob digest without reading the file."""
+def _record_of_download(local: Path) -> Path | None:
+    """Where the verification record of ``local`` is, if it is a download of ollamads."""
     try:
         relative = local.resolve().relative_to(models_dir().resolve())
-        stat = local.stat()
     except (ValueError, OSError):
         return None
     if len(relative.parts) < 3:
         return None
-    repo, path = "/".join(relative.parts[:2]), "/".join(relative.parts[2:])
-    record = read_record(record_path(repo, path))
+    return record_path("/".join(relative.parts[:2]), "/".join(relative.parts[2:]))
+
+
+def recorded_sha256(local: Path) -> str | None:
+    """The Hub's sha256 that ``local``, a download of ollamads, was verified against, if it has
+    not changed since (its record's size and mtime): a blob digest without reading the file."""
+    where = _record_of_download(local)
+    if where is None:
+        return None
+    record = read_record(where)
+    try:
+        stat = local.stat()
+    except OSError:
+        return None
     digest = record.get("digest")
     if record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns \
             and isinstance(digest, str) and digest.startswith("sha256:"):
         return digest
     return None
+
+
+def keep_verified_after_touch(local: Path, digest: str) -> None:
+    """Ollama sets the times of each blob ``/api/create`` uses (os.Chtimes), and a hard-linked
+    download shares them: its record follows the new mtime, as the bytes are the ones verified
+    (ollamads never writes into a verified file). Without this, the next run would read the whole
+    file again to verify it."""
+    where = _record_of_download(local)
+    if where is None:
+        return
+    record = read_record(where)
+    try:
+        stat = local.stat()
+    except OSError:
+        return
+    if record.get("digest") == digest and record.get("size") == stat.st_size:
+        write_record(where, {**record, "mtime_ns": stat.st_mtime_ns})
 
 
 def is_verified(repo: str, file: RemoteFile, local: Path) -> bool:
