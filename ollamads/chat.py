@@ -183,8 +183,9 @@ def detect_family(template: str, modelfile: str = "") -> str | None:
         return _RENDERER_FAMILIES.get(renderer.group(1))
     for family in FAMILIES.values():
         for thinking in (True, False):
-            if template.strip() == go_template(family.go_template, thinking=thinking).strip():
-                return family.name
+            for line in ("split", "merged"):
+                if template.strip() == go_template(family.go_template, thinking=thinking, line=line).strip():
+                    return family.name
     # Someone else's DeepSeek template (e.g. pulled from the Hub): judge by what it does.
     if ASSISTANT not in template:
         return None

@@ -30,6 +30,15 @@ FUNCTION_TYPE = "function"
 
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _MARKERS = (CALLS_BEGIN, CALLS_END, CALL_BEGIN, CALL_END, SEP)
+#: Ollama v0.24 writes the special tokens' U+2581 as spaces ("<｜tool calls begin｜>").
+_SPACED = {m.replace("\u2581", " "): m for m in _MARKERS}
+
+
+def normalize_markers(text: str) -> str:
+    """``text`` with the spaced spelling of the markers turned back into DeepSeek's."""
+    for spaced, marker in _SPACED.items():
+        text = text.replace(spaced, marker)
+    return text
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ def _bare_calls(text: str, names: Iterable[str]) -> list[ParsedCall] | None:
 
 def parse_tool_calls(text: str, names: Iterable[str] = ()) -> tuple[str, list[ParsedCall]] | None:
     """``(content before the calls, calls)`` when ``text`` holds DeepSeek tool calls, else None."""
+    text = normalize_markers(text)
     start = text.find(CALLS_BEGIN)
     if start < 0:
         return None
@@ -128,6 +138,9 @@ def parse_tool_calls(text: str, names: Iterable[str] = ()) -> tuple[str, list[Pa
     return (content, bare) if bare else None
 
 
+_SPACED_BEGIN = CALLS_BEGIN.replace("\u2581", " ")
+
+
 class ToolCallSplitter:
     """Passes content through until a tool-call block starts, then holds it back and reads the
     calls at the end of the answer. A block that does not parse is given back as content."""
@@ -142,12 +155,13 @@ class ToolCallSplitter:
             self._held += text
             return ""
         text, self._held = self._held + text, ""
-        start = text.find(CALLS_BEGIN)
-        if start >= 0:
+        starts = [i for i in (text.find(CALLS_BEGIN), text.find(_SPACED_BEGIN)) if i >= 0]
+        if starts:
+            start = min(starts)
             self._in_block, self._held = True, text[start:]
             return text[:start]
         for n in range(min(len(CALLS_BEGIN) - 1, len(text)), 0, -1):
-            if text.endswith(CALLS_BEGIN[:n]):
+            if text.endswith((CALLS_BEGIN[:n], _SPACED_BEGIN[:n])):
                 self._held = text[-n:]
                 return text[:-n]
         return text
@@ -167,6 +181,7 @@ __all__ = [
     "CALLS_BEGIN",
     "ParsedCall",
     "ToolCallSplitter",
+    "normalize_markers",
     "parse_tool_calls",
     "tool_names",
 ]

@@ -62,3 +62,12 @@ def test_splitter_gives_back_what_does_not_parse() -> None:
     splitter = ToolCallSplitter()
     assert splitter.feed("ends with <｜tool") == "ends with "
     assert splitter.flush() == ("<｜tool", [])
+
+
+def test_ollama_v024_spelling_with_spaces() -> None:
+    # Ollama v0.24 writes the special tokens' U+2581 as spaces (measured with the scripted model).
+    spaced = V31_TWO_CALLS.replace("\u2581", " ")
+    assert _calls(spaced) == ("", [("get_weather", PARIS), ("get_time", ZONE)])
+    splitter = ToolCallSplitter()
+    shown = "".join(splitter.feed(spaced[i : i + 3]) for i in range(0, len(spaced), 3))
+    assert shown == "" and [c.name for c in splitter.flush()[1]] == ["get_weather", "get_time"]
