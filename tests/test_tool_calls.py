@@ -151,3 +151,41 @@ def test_after_the_tool_result_the_model_answers(server: OllamaServe, case: Scri
     with DeepSeekClient(server.url) as client:
         answer = client.chat(case.name, turn, tools=scripts.TOOLS, **GREEDY)
     assert answer.content == scripts.AFTER_TOOL and not answer.tool_calls
+
+
+def test_ollamads_chat_prints_the_calls(server: OllamaServe, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_chat_cli import ollamads_chat
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(scripts.TOOLS), encoding="utf-8")
+    done = ollamads_chat(server, "sc-v31-two:tools", "weather?", "--tools", str(tools))
+    assert done.returncode == 0, done.stderr
+    assert "[tool call] get_weather {'city': 'Paris'}" in done.stderr
+    assert "[tool call] get_time {'zone': 'Europe/Paris'}" in done.stderr
+    assert "tool▁call" not in done.stdout and "tool call" not in done.stdout
+    bad = ollamads_chat(server, "sc-v31-two:tools", "weather?", "--tools", str(tmp_path / "none.json"))
+    assert bad.returncode == 1 and "cannot read the tools file" in bad.stderr
+
+
+def test_client_reads_calls_the_server_left_as_text(
+    merged_line_server: OllamaServe, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A v0.24 server with the other line's TEMPLATE (the tag spelled as v0.30+ writes it) never
+    # sees the tag and hands the calls over as text; DeepSeekClient reads them itself.
+    from dataclasses import replace
+
+    info = merged_line_server.info
+    assert info is not None
+    name = "sc-v31-text:tools"
+    path = write_scripted_model(tmp_path_factory.mktemp("text") / "m.gguf", "v3.1", scripts.V31_TWO_CALLS)
+    definition = ModelDefinition.for_family(name, get_family("v3.1"), [path], server=info)
+    register(info, replace(definition, line="split", companions=()))
+    message = _chat(merged_line_server, name, ASK, stream=False)
+    assert not message.get("tool_calls") and "get_weather" in message["content"]
+    with DeepSeekClient(merged_line_server.url) as client:
+        answer = client.chat(name, ASK, tools=scripts.TOOLS, **GREEDY)
+        streamed = list(client.stream(name, ASK, tools=scripts.TOOLS, **GREEDY))
+    expected = [("get_weather", scripts.PARIS), ("get_time", scripts.ZONE)]
+    assert [(c.name, dict(c.arguments)) for c in answer.tool_calls] == expected
+    assert answer.content == ""
+    assert [(e.name, dict(e.arguments)) for e in streamed if hasattr(e, "arguments")] == expected
