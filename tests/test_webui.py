@@ -216,8 +216,9 @@ def read_until_ready(proc: subprocess.Popen[str], timeout: float = 300) -> str:
 
 
 def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_path: Path) -> None:
-    """Background tasks off (think: false should they come back), no built-in tools sent, and
-    the plain V3.1 name answering without thinking; SIGTERM stops Open WebUI with it."""
+    """Background tasks off (think: false should they come back), Open WebUI's built-in tools
+    sent (native function calling, its default), and the plain V3.1 name answering without
+    thinking; SIGTERM stops Open WebUI with it."""
     register_tiny_models(split_line_server, tmp_path / "hub")
     with RecordingProxy(split_line_server.url) as proxy:
         port = free_port()
@@ -246,7 +247,8 @@ def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_pa
             assert page.answer and not page.reasoning and not page.error, page
             time.sleep(3)  # time enough for background requests, were any sent
             (request,) = proxy.chats()
-            assert "tools" not in request.body and "think" not in request.body
+            assert len(request.body.get("tools") or []) >= BUILTIN_TOOLS_AT_LEAST
+            assert "think" not in request.body
             assert OllamaAPI(split_line_server.url).render(request.body).endswith("<｜Assistant｜></think>")
 
             (webui_pid,) = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
