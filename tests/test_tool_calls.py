@@ -101,8 +101,8 @@ def test_openai_client_gets_tool_calls(server: OllamaServe, case: Scripted, stre
     import openai
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT)
-    kwargs: dict[str, Any] = dict(model=case.name, messages=ASK, tools=scripts.TOOLS, temperature=0,
-                                  max_tokens=64)
+    kwargs: dict[str, Any] = {"model": case.name, "messages": ASK, "tools": scripts.TOOLS,
+                              "temperature": 0, "max_tokens": 64}
     if not stream:
         message = client.chat.completions.create(**kwargs).choices[0].message
         calls = [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []]
