@@ -48,6 +48,7 @@ CASES = (
              thinking="I need the weather."),
 )
 PLAIN = Scripted("sc-v31-plain:tools", "v3.1", scripts.PLAIN, ())
+REASONS = Scripted("sc-r1-reasons:tools", "r1", scripts.R1_REASONING, ())
 _registered: set[tuple[str, str]] = set()
 
 
@@ -55,7 +56,7 @@ _registered: set[tuple[str, str]] = set()
 def server(ollama_server: OllamaServe, tmp_path_factory: pytest.TempPathFactory) -> OllamaServe:
     info = ollama_server.info
     assert info is not None
-    for case in (*CASES, PLAIN):
+    for case in (*CASES, PLAIN, REASONS):
         if (ollama_server.url, case.name) in _registered:
             continue
         path = write_scripted_model(
@@ -189,3 +190,10 @@ def test_client_reads_calls_the_server_left_as_text(
     assert [(c.name, dict(c.arguments)) for c in answer.tool_calls] == expected
     assert answer.content == ""
     assert [(e.name, dict(e.arguments)) for e in streamed if hasattr(e, "arguments")] == expected
+
+
+def test_r1_reasons_then_answers(server: OllamaServe) -> None:
+    with DeepSeekClient(server.url) as client:
+        answer = client.ask(REASONS.name, "Say hello.", **GREEDY)
+    assert answer.thinking.strip() == "The user wants a greeting."
+    assert answer.content == "Hello from Paris." and not answer.tool_calls
