@@ -5,7 +5,10 @@ It is the real thing in miniature: llama.cpp arch ``deepseek2`` with MLA attenti
 groups, a shared expert, YaRN RoPE, DeepSeek's byte-level BPE tokenizer setup with every
 special token, and the family's real Jinja chat template. The weights are random, so it
 writes gibberish, but loading, splitting, merging, templating and generation all run for
-real. Deterministic (same arguments, same bytes) and standard library only.
+real. :func:`write_scripted_model` writes the same architecture with weights that make greedy
+decoding emit a chosen reply (a tool call, reasoning then an answer), for tests of what servers
+and clients do with what a model writes. Deterministic (same arguments, same bytes) and
+standard library only.
 """
 
 from __future__ import annotations
