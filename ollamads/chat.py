@@ -13,7 +13,8 @@ What it adds is DeepSeek's three reasoning behaviours, learnt per model from ``/
 
 Where a server does not split reasoning from the answer (a template Ollama does not see as
 thinking-capable, a server older than v0.9), ``<think>…</think>`` in the content is split here,
-chunk by chunk, by :class:`ThinkSplitter`.
+chunk by chunk, by :class:`ThinkSplitter`; likewise tool calls the server leaves in the content
+as DeepSeek's text become :class:`ToolCall` events (:mod:`ollamads.toolcalls`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ollamads.errors import OllamadsError, ServerError
 from ollamads.ollama.api import probe
 from ollamads.ollama.modelfile import go_template, thinking_name
 from ollamads.ollama.versions import ServerInfo, normalize_host
+from ollamads.toolcalls import ToolCallSplitter, tool_names
 
 THINKING_CAPABILITY = "thinking"
 
@@ -181,8 +183,9 @@ def detect_family(template: str, modelfile: str = "") -> str | None:
         return _RENDERER_FAMILIES.get(renderer.group(1))
     for family in FAMILIES.values():
         for thinking in (True, False):
-            if template.strip() == go_template(family.go_template, thinking=thinking).strip():
-                return family.name
+            for line in ("split", "merged"):
+                if template.strip() == go_template(family.go_template, thinking=thinking, line=line).strip():
+                    return family.name
     # Someone else's DeepSeek template (e.g. pulled from the Hub): judge by what it does.
     if ASSISTANT not in template:
         return None
@@ -265,22 +268,46 @@ def plan_think(model: ModelInfo, server: ServerInfo, think: bool | None) -> Thin
 
 
 def events_from_chunks(
-    chunks: Iterable[ollama.ChatResponse], splitter: ThinkSplitter
+    chunks: Iterable[ollama.ChatResponse],
+    splitter: ThinkSplitter,
+    calls: ToolCallSplitter | None = None,
 ) -> Iterator[Event]:
-    """Ollama's streamed chat chunks as typed events; :class:`Done` comes last."""
+    """Ollama's streamed chat chunks as typed events; :class:`Done` comes last.
+
+    Tool calls the server returns as ``tool_calls`` pass through; ones it leaves in the content
+    as DeepSeek's text (see :mod:`ollamads.toolcalls`) are read here into :class:`ToolCall`."""
+    calls = calls or ToolCallSplitter()
+
+    def content(events: Iterable[ThinkingDelta | ContentDelta]) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, ContentDelta):
+                text = calls.feed(event.text)
+                if text:
+                    yield ContentDelta(text)
+            else:
+                yield event
+
+    def finish() -> Iterator[Event]:
+        yield from content(splitter.flush())
+        text, parsed = calls.flush()
+        if text:
+            yield ContentDelta(text)
+        for call in parsed:
+            yield ToolCall(call.name, dict(call.arguments))
+
     for chunk in chunks:
         message = chunk.message
         if message.thinking:
             yield ThinkingDelta(message.thinking)
         if message.content:
-            yield from splitter.feed(message.content)
+            yield from content(splitter.feed(message.content))
         for call in message.tool_calls or ():
             yield ToolCall(call.function.name, dict(call.function.arguments))
         if chunk.done:
-            yield from splitter.flush()
+            yield from finish()
             yield Done.from_chunk(chunk)
             return
-    yield from splitter.flush()
+    yield from finish()
     raise ServerError("Ollama's answer stream ended before it was done", "check the server log")
 
 
@@ -397,7 +424,8 @@ class DeepSeekClient:
                 "a tool is {\"type\": \"function\", \"function\": {\"name\": ..., "
                 "\"description\": ..., \"parameters\": {JSON Schema}}}",
             ) from None
-        return self._translated(model, events_from_chunks(chunks, ThinkSplitter(plan.primed)))
+        splitters = ThinkSplitter(plan.primed), ToolCallSplitter(tool_names(tools))
+        return self._translated(model, events_from_chunks(chunks, *splitters))
 
     def chat(
         self,

@@ -5,7 +5,10 @@ It is the real thing in miniature: llama.cpp arch ``deepseek2`` with MLA attenti
 groups, a shared expert, YaRN RoPE, DeepSeek's byte-level BPE tokenizer setup with every
 special token, and the family's real Jinja chat template. The weights are random, so it
 writes gibberish, but loading, splitting, merging, templating and generation all run for
-real. Deterministic (same arguments, same bytes) and standard library only.
+real. :func:`write_scripted_model` writes the same architecture with weights that make greedy
+decoding emit a chosen reply (a tool call, reasoning then an answer), for tests of what servers
+and clients do with what a model writes. Deterministic (same arguments, same bytes) and
+standard library only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ollamads._resources import templates_dir
 from ollamads.catalog.entries import UD_PREFIX, normalize_quant
 from ollamads.catalog.families import BOS, EOS, PAD
 from ollamads.catalog.families import FAMILIES as PROMPT_FAMILIES
-from ollamads.gguf.deepseek2 import ARCH, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
+from ollamads.gguf.deepseek2 import ARCH, OUTPUT, TOKEN_EMBD, DeepSeek2Dims, tensor_layout
 from ollamads.gguf.format import (
     KEY_SPLIT_COUNT,
     KEY_SPLIT_NO,
@@ -32,6 +35,7 @@ from ollamads.gguf.format import (
     GGUFWriter,
 )
 from ollamads.gguf.shards import shard_name as split_name
+from ollamads.tiny_script import plan_script
 from ollamads.tiny_tokenizer import byte_tokens, merges
 
 FAMILIES = tuple(PROMPT_FAMILIES)
@@ -112,6 +116,8 @@ class TinyModelSpec:
     yarn_log_multiplier: float = 0.1  # what convert_hf_to_gguf writes: 0.1 * mscale_all_dim
     rms_eps: float = 1e-6
     weight_type: GGMLQuantizationType = GGMLQuantizationType.Q8_0
+    #: The output head is the embedding matrix (the scripted model needs a head of its own).
+    tied_output: bool = True
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -124,14 +130,14 @@ class TinyModelSpec:
         return self.name or DEFAULT_NAMES[self.family]
 
     def dims(self, n_vocab: int) -> DeepSeek2Dims:
-        """The tensor shapes; the output head is tied to the embeddings, as in the tiny model."""
+        """The tensor shapes; the tiny model's output head is tied to the embeddings."""
         return DeepSeek2Dims(
             n_layer=self.n_layer, n_dense_lead=self.n_dense_lead, n_embd=self.n_embd,
             n_ff=self.n_ff, n_head=self.n_head, q_lora_rank=self.q_lora_rank,
             kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
             qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
             n_expert=self.n_expert, n_expert_shared=self.n_expert_shared,
-            n_ff_exp=self.n_ff_exp, n_vocab=n_vocab, tied_output=True,
+            n_ff_exp=self.n_ff_exp, n_vocab=n_vocab, tied_output=self.tied_output,
         )
 
 
@@ -338,6 +344,96 @@ def write_tiny_model(
     return path
 
 
+# --- the scripted model ----------------------------------------------------------------------
+
+#: Matrices whose products are added to the residual stream: zero, so that the stream carries
+#: only the embedding of the token just read (attention, dense FFN, routed and shared experts).
+_RESIDUAL_WRITERS = (
+    "attn_output.weight", "ffn_down.weight", "ffn_down_exps.weight", "ffn_down_shexp.weight",
+)
+#: The last token of a prompt that hands tool results back (V3.1 ends on the last output, R1
+#: and V3 close the outputs block): where the scripted model starts its ``after_tool`` reply.
+TOOL_RESULT_ENDS = ("<｜tool▁output▁end｜>", "<｜tool▁outputs▁end｜>")
+_START, _AFTER_TOOL = 0, 1  # embedding dimensions of the two starting states
+
+
+def _rows(dims: Sequence[Sequence[int]], width: int) -> list[float]:
+    """One row of ``width`` per token, 1.0 in each of its dimensions."""
+    values = [0.0] * (len(dims) * width)
+    for i, row in enumerate(dims):
+        for d in row:
+            values[i * width + d] = 1.0
+    return values
+
+
+@functools.cache
+def _build_scripted(
+    spec: TinyModelSpec, reply: str, after_tool: str | None
+) -> tuple[tuple[tuple, ...], tuple[_Tensor, ...]]:
+    tokens, types = tokenizer_vocab()
+    specials = {t: i for i, t in enumerate(tokens) if types[i] != _TOKEN_NORMAL and i > 2}
+    replies = [reply] + ([after_tool] if after_tool is not None else [])
+    plan = plan_script(tokens, specials, replies)
+    tokens = tokens + list(plan.added)
+    types = types + [_TOKEN_USER_DEFINED] * len(plan.added)
+    n_vocab, width = len(tokens), spec.n_embd
+
+    # Token -> embedding dimension: every token starts the reply, except the ends of tool
+    # results (they start the after-tool reply) and the reply's own tokens (one dimension each).
+    dim = [_START] * n_vocab
+    if after_tool is not None:
+        for end in TOOL_RESULT_ENDS:
+            dim[tokens.index(end)] = _AFTER_TOOL
+    nxt: dict[int, int] = {}  # dimension -> the token it makes next
+    free = 2
+    for start, chain in zip((_START, _AFTER_TOOL), plan.chains, strict=False):
+        nxt[start] = chain[0]
+        for tok, following in zip(chain, (*chain[1:], 1), strict=True):  # EOS (id 1) ends it
+            if free >= width:
+                raise ValueError(
+                    f"the scripted replies need more than {width - 2} tokens; shorten them"
+                )
+            dim[tok], nxt[free] = free, following
+            free += 1
+    # The head's row of a token has a 1 in each dimension that makes it next: one, except EOS.
+    head: list[list[int]] = [[] for _ in range(n_vocab)]
+    for d, tok in nxt.items():
+        head[tok].append(d)
+
+    kvs = _metadata(spec, tokens, types)
+    out: list[_Tensor] = []
+    for t in _tensors(spec, n_vocab, set()):
+        if t.name == TOKEN_EMBD:
+            t = _Tensor(t.name, t.shape, t.ggml_type, _encode(_rows([[d] for d in dim], width), t.ggml_type))
+        elif t.name == OUTPUT:
+            t = _Tensor(t.name, t.shape, t.ggml_type, _encode(_rows(head, width), t.ggml_type))
+        elif t.name.endswith(_RESIDUAL_WRITERS):
+            t = _Tensor(t.name, t.shape, t.ggml_type, _encode([0.0] * math.prod(t.shape), t.ggml_type))
+        out.append(t)
+    return tuple(kvs), tuple(out)
+
+
+def write_scripted_model(
+    path: str | Path, family: str, reply: str, *, after_tool: str | None = None
+) -> Path:
+    """Write a tiny model of ``family`` that answers ``reply`` to any prompt of its family, under
+    greedy decoding (``temperature`` 0 or ``top_k`` 1), then stops (EOS).
+
+    ``reply`` is what the model writes after the prompt's last token: for V3.1 without thinking
+    that is after ``</think>``, for R1 after ``<think>\n`` (so a reasoning reply is
+    ``"...</think>\n\nanswer"``). With ``after_tool`` it writes that instead when the prompt
+    ends with tool results. The model is deepseek2 throughout (MLA, routed experts with sigmoid
+    gating, norms): attention and FFN outputs are zero, each reply token has a one-hot
+    embedding, and the output head maps each to the token after it.
+    """
+    path = Path(path)
+    spec = TinyModelSpec(family, name=f"{DEFAULT_NAMES[family]} scripted", tied_output=False)
+    kvs, tensors = _build_scripted(spec, reply, after_tool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _writer(kvs, tensors).write(path)
+    return path
+
+
 def shard_name(name: str, quant: str, no: int, count: int) -> str:
     """``DeepSeek-V3.1-UD-TQ1_0-00001-of-00003.gguf``: llama.cpp's split naming with
     Unsloth's ``-UD-<QUANT>``, for shard ``no`` (1-based)."""
@@ -387,10 +483,12 @@ def write_tiny_shards(
 __all__ = [
     "DEFAULT_NAMES",
     "FAMILIES",
+    "TOOL_RESULT_ENDS",
     "TinyModelSpec",
     "model_metadata",
     "shard_name",
     "tokenizer_vocab",
+    "write_scripted_model",
     "write_tiny_model",
     "write_tiny_shards",
 ]

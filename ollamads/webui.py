@@ -13,10 +13,11 @@ read from its ``config.py``). Checked with the version pinned as ``OPEN_WEBUI_VE
   suggestions): on a 671B model each holds the server for minutes, and on R1 or ``NAME-think``
   it reasons first. They are off; the chat is named after its first message. Should a user
   turn one back on, it is sent with ``think: false``.
-* "Function calling: native" (Open WebUI's default) sends its ~36 built-in tools with every
-  chat: about 23,000 characters, several thousand tokens of prefill on every uncached prompt,
-  and Ollama does not turn DeepSeek's tool-call syntax back into tool calls for a TEMPLATE.
-  ollamads makes "legacy" the default (no tools sent); Chat Controls switch it back per chat.
+* Function Calling stays at Open WebUI's default, "native": it sends its ~36 built-in tools
+  with every chat (about 23,000 characters of prefill on an uncached prompt), and Ollama hands
+  the model's DeepSeek-syntax calls back as ``tool_calls`` on every tested line (the Go
+  TEMPLATEs name the tag Ollama's tool parser waits for), so Open WebUI runs the tools and
+  shows their results. Chat Controls -> Function Calling "Legacy" sends no tools.
 * Open WebUI copies settings into its database on the first start and prefers those later;
   ``ENABLE_PERSISTENT_CONFIG=False`` makes the settings above apply on every start (changes
   made in its admin pages then last until it stops).
@@ -71,7 +72,6 @@ MODEL_DEFAULTS_ENVIRONMENT: Mapping[str, str] = {
     "ENABLE_SEARCH_QUERY_GENERATION": "False",
     "ENABLE_RETRIEVAL_QUERY_GENERATION": "False",
     "TASK_MODEL_PARAMS": json.dumps({"think": False, "max_tokens": 1000}),
-    "DEFAULT_MODEL_PARAMS": json.dumps({"function_calling": "legacy"}),
     "ENABLE_PERSISTENT_CONFIG": "False",
 }
 

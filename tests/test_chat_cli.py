@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from ollamads.ollama.serve import OllamaServe
+from tests.support.cli import ollamads_chat
 
 pytestmark = pytest.mark.integration
-
-
-def ollamads_chat(
-    serve: OllamaServe, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ollamads", "chat", *args, "--host", serve.url],
-        input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
-    )
 
 
 def test_one_shot_shows_the_reasoning_when_asked(tiny_models_server: OllamaServe) -> None:

@@ -39,6 +39,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "children": frozenset({"errors"}),
     "toolchain": frozenset(),
     "tiny_tokenizer": frozenset(),
+    "tiny_script": frozenset(),
+    "toolcalls": frozenset(),
     "shardnames": frozenset(),
     "units": frozenset({"errors"}),
     "locking": frozenset({"errors"}),
@@ -53,7 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ollama": frozenset({TOP, "_resources", "catalog", "children", "errors", "fileio", "paths", "pins",
                          "progress", "toolchain", "units"}),
     # what combines them
-    "chat": frozenset({"catalog", "errors", "ollama"}),
+    "chat": frozenset({"catalog", "errors", "ollama", "toolcalls"}),
     "listing": frozenset({"catalog", "errors", "hub", "paths", "units"}),
     "rendered": frozenset({"catalog", "ollama", "pins", "shardnames"}),
     "registration": frozenset({"errors", "gguf", "hub", "ollama", "paths", "progress", "units"}),
@@ -64,7 +66,7 @@ ALLOWED: dict[str, frozenset[str]] = {
                        "quant_headers", "units"}),
     "rpc": frozenset({"children", "errors", "gguf", "ollama", "toolchain", "units"}),
     "webui": frozenset({"children", "errors", "paths", "pins"}),
-    "tiny": frozenset({"_resources", "catalog", "gguf", "tiny_tokenizer"}),
+    "tiny": frozenset({"_resources", "catalog", "gguf", "tiny_script", "tiny_tokenizer"}),
     "demo": frozenset({"catalog", "ollama", "registration", "tiny"}),
     "doctor": frozenset({"catalog", "errors", "gguf", "hardware", "hub", "ollama", "pins", "plan", "units"}),
     # the CLI sits on top and may use anything below it

@@ -502,7 +502,8 @@ def test_capabilities(
         shown = OllamaAPI(ollama_server.url).show(model)
         assert shown is not None
         assert shown["template"] == go_template(
-            get_family(variant.family).go_template, thinking=variant.thinking
+            get_family(variant.family).go_template, thinking=variant.thinking,
+            line=ollama_server.info.line,  # type: ignore[union-attr]
         )
 
 

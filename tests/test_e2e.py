@@ -82,7 +82,8 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
     assert f"PARAMETER temperature {params['temperature']}" in shown.stdout
     assert "PARAMETER num_ctx 1024" in shown.stdout and "PARAMETER num_predict 12" in shown.stdout
     assert "PARAMETER stop <｜end▁of▁sentence｜>" in shown.stdout
-    template = go_template(get_family(family).go_template, thinking=family != "v3.1")
+    template = go_template(get_family(family).go_template, thinking=family != "v3.1",
+                           line=ollama_server.info.line)
     assert template in shown.stdout and "\nRENDERER" not in shown.stdout
     if family == "v3.1":
         # The thinking name, on the same blobs: ollama run without --think reasons there.
@@ -101,7 +102,7 @@ def test_shards_to_ollama_run(ollama_server: OllamaServe, tmp_path: Path, family
         if mode == "renderer":
             assert "RENDERER deepseek3.1" in shown.stdout and "PARSER deepseek3" in shown.stdout
         else:
-            assert go_template(get_family(family).go_template) in shown.stdout
+            assert go_template(get_family(family).go_template, line=ollama_server.info.line) in shown.stdout
     # What we wrote for the user is what the server holds.
     assert "PARAMETER temperature" in modelfile.read_text(encoding="utf-8")
 

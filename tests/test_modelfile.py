@@ -58,7 +58,7 @@ def test_modelfile_lists_every_shard_and_parameter() -> None:
 def test_go_template_is_passed_through_untouched_by_jinja() -> None:
     d = definition(server=OLD)
     text = d.modelfile()
-    template = go_template("deepseek-v3.1.gotmpl", thinking=False)
+    template = go_template("deepseek-v3.1.gotmpl", thinking=False, line="merged")
     assert f'TEMPLATE """{template}"""' in text
     # Go syntax Jinja would have eaten if it had parsed the template:
     assert '{{ "{{" }}additional_tool_calls{{ "}}" }}' in text
@@ -122,3 +122,15 @@ def test_every_template_takes_tools_and_a_suffix(family: str) -> None:
 def test_parameter_lines_order_and_quoting() -> None:
     lines = parameter_lines({"stop": ["<｜User｜>", "a"], "num_ctx": 8, "temperature": 0.3})
     assert lines == [("temperature", "0.3"), ("num_ctx", "8"), ("stop", '"<｜User｜>"'), ("stop", "a")]
+
+
+@pytest.mark.parametrize("family", ["v3.1", "r1", "v3"])
+def test_tool_tag_is_spelled_for_each_line(family: str) -> None:
+    # Ollama's tool parser waits for the first text of the .ToolCalls branch; v0.24 writes the
+    # special tokens' U+2581 as spaces, so that line's TEMPLATE names the tag that way.
+    filename = get_family(family).go_template
+    split, merged = go_template(filename), go_template(filename, line="merged")
+    assert "{{- if .ToolCalls }}{{- if false }}<｜tool▁calls▁begin｜>{{ end }}" in split
+    assert "{{- if .ToolCalls }}{{- if false }}<｜tool calls begin｜>{{ end }}" in merged
+    assert split.replace("<｜tool▁calls▁begin｜>{{ end }}", "<｜tool calls begin｜>{{ end }}") == merged
+    assert definition(server=OLD).template == go_template("deepseek-v3.1.gotmpl", thinking=False, line="merged")

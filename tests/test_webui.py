@@ -41,7 +41,7 @@ from ollamads.webui import tested_version as open_webui_version
 from tests.support.browser import Browser, Shown
 from tests.support.recording_proxy import RecordedRequest, RecordingProxy
 from tests.support.servers import serve_line
-from tests.support.toolchain import executable
+from tests.support.toolchain import open_webui_binary
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +102,6 @@ def browser() -> Iterator[Browser]:
     b = Browser()
     yield b
     b.close()
-
-
-def open_webui_binary() -> str:
-    return str(executable("OLLAMADS_OPEN_WEBUI", "Open WebUI"))
 
 
 @pytest.fixture(scope="module", params=["merged", "split", "layers"])
@@ -216,8 +212,9 @@ def read_until_ready(proc: subprocess.Popen[str], timeout: float = 300) -> str:
 
 
 def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_path: Path) -> None:
-    """Background tasks off (think: false should they come back), no built-in tools sent, and
-    the plain V3.1 name answering without thinking; SIGTERM stops Open WebUI with it."""
+    """Background tasks off (think: false should they come back), Open WebUI's built-in tools
+    sent (native function calling, its default), and the plain V3.1 name answering without
+    thinking; SIGTERM stops Open WebUI with it."""
     register_tiny_models(split_line_server, tmp_path / "hub")
     with RecordingProxy(split_line_server.url) as proxy:
         port = free_port()
@@ -246,7 +243,8 @@ def test_ollamads_webui(split_line_server: OllamaServe, browser: Browser, tmp_pa
             assert page.answer and not page.reasoning and not page.error, page
             time.sleep(3)  # time enough for background requests, were any sent
             (request,) = proxy.chats()
-            assert "tools" not in request.body and "think" not in request.body
+            assert len(request.body.get("tools") or []) >= BUILTIN_TOOLS_AT_LEAST
+            assert "think" not in request.body
             assert OllamaAPI(split_line_server.url).render(request.body).endswith("<｜Assistant｜></think>")
 
             (webui_pid,) = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]

@@ -6,6 +6,7 @@ terminal shows a transient "thinking…" spinner on stderr while the model reaso
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -39,6 +40,14 @@ ThinkOpt = Annotated[
 ]
 ShowThinkingOpt = Annotated[
     bool, typer.Option("--show-thinking", help="Print the reasoning, dimmed, before the answer.")
+]
+ToolsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tools",
+        help="A JSON file with a list of tools ({\"type\": \"function\", \"function\": {...}}); "
+        "the model's calls are printed as [tool call] lines.",
+    ),
 ]
 HostOpt = Annotated[
     str | None,
@@ -98,7 +107,28 @@ class _Printer:
             self._status = None
 
 
-def _repl(client: "DeepSeekClient", model: str, think: bool | None, printer: _Printer) -> None:
+def _load_tools(path: Path | None) -> list[Any] | None:
+    import json
+
+    from ollamads.errors import OllamadsError
+
+    if path is None:
+        return None
+    hint = 'give a JSON list of {"type": "function", "function": {"name": ..., "parameters": {...}}}'
+    try:
+        tools = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OllamadsError(f"cannot read the tools file {path}: {exc.strerror}", hint) from None
+    except ValueError as exc:
+        raise OllamadsError(f"the tools file {path} is not JSON: {exc}", hint) from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise OllamadsError(f"the tools file {path} does not hold a list of tools", hint)
+    return tools
+
+
+def _repl(
+    client: "DeepSeekClient", model: str, think: bool | None, printer: _Printer, tools: list[Any] | None
+) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
         printer.err.print(_text(f"{model} on {client.host} — {BYE} or Ctrl-D to quit", style="dim"))
@@ -116,7 +146,7 @@ def _repl(client: "DeepSeekClient", model: str, think: bool | None, printer: _Pr
         if not text:
             continue
         turn = [*history, {"role": "user", "content": line}]
-        events = client.stream(model, turn, think=think)
+        events = client.stream(model, turn, think=think, tools=tools)
         try:
             content = printer.answer(events)
         except KeyboardInterrupt:
@@ -133,19 +163,22 @@ def chat(
     prompt: PromptArg = None,
     think: ThinkOpt = None,
     show_thinking: ShowThinkingOpt = False,
+    tools_file: ToolsOpt = None,
     host: HostOpt = None,
 ) -> None:
     """Chat with a registered model: one answer for PROMPT, else an interactive chat."""
     from ollamads.chat import DeepSeekClient
     from ollamads.cli._output import stderr_console, stdout_console
 
+    tools = _load_tools(tools_file)
     printer = _Printer(stdout_console(), stderr_console(), show_thinking)
     with DeepSeekClient(host) as client:
         client.plan(model, think)  # an unknown model or an impossible --think fails before any prompt
         if prompt is not None:
-            printer.answer(client.stream(model, [{"role": "user", "content": prompt}], think=think))
+            ask = [{"role": "user", "content": prompt}]
+            printer.answer(client.stream(model, ask, think=think, tools=tools))
         else:
-            _repl(client, model, think, printer)
+            _repl(client, model, think, printer, tools)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,11 @@ TOOLS_TEMPLATE = "deepseek-tools.gotmpl"
 #: The line that gives a template Ollama's thinking capability (thinking.InferTags: .Thinking
 #: between tags inside ``range .Messages``); it never renders anything.
 THINKING_DECLARATION = "{{- if false }}<think>{{ .Thinking }}</think>{{ end }}\n"
+#: Names the tag Ollama's tool parser waits for (tools/template.go takes the first text in the
+#: ``.ToolCalls`` branch); it never renders anything. Ollama v0.24 writes the tag's U+2581 as
+#: spaces in its output (measured), so the Modelfiles of that line name it that way.
+TOOL_TAG_DECLARATION = "{{- if false }}<｜tool▁calls▁begin｜>{{ end }}"
+MERGED_LINE_TOOL_TAG_DECLARATION = TOOL_TAG_DECLARATION.replace("\u2581", " ")
 #: The second name of a hybrid model: ``deepseek-v3.1:tq1_0`` -> ``deepseek-v3.1:tq1_0-think``.
 THINKING_TAG_SUFFIX = "-think"
 THINKING_TAG = "think"
@@ -53,12 +58,14 @@ def _read_go(filename: str) -> str:
 
 
 @cache
-def go_template(filename: str, *, thinking: bool = True) -> str:
-    """The Go TEMPLATE of a family, tools block included; ``thinking=False`` drops the line
-    that makes Ollama see it as thinking-capable."""
+def go_template(filename: str, *, thinking: bool = True, line: str = "split") -> str:
+    """The Go TEMPLATE of a family for a server line (``ServerInfo.line``), tools block
+    included; ``thinking=False`` drops the line that makes Ollama see it as thinking-capable."""
     text = _read_go(filename).replace(TOOLS_INCLUDE, _read_go(TOOLS_TEMPLATE))
     if not thinking:
         text = text.replace(THINKING_DECLARATION, "")
+    if line == "merged":
+        text = text.replace(TOOL_TAG_DECLARATION, MERGED_LINE_TOOL_TAG_DECLARATION)
     return text.rstrip("\n")
 
 
@@ -224,6 +231,8 @@ class ModelDefinition:
     base: str | None = None
     #: Further names on the same blobs, registered after this one (V3.1's thinking name).
     companions: tuple[ModelDefinition, ...] = ()
+    #: The server line the TEMPLATE is written for (``ServerInfo.line``).
+    line: str = "split"
 
     def __post_init__(self) -> None:
         # Refused when the definition is made, before anything is downloaded or registered:
@@ -262,7 +271,8 @@ class ModelDefinition:
         chosen = choose_template_mode(family, server, mode)
         title = title or name
         plain = cls(
-            name=name, family=family, files=tuple(Path(f) for f in files), mode=chosen,
+            name=name, family=family, line=server.line if server is not None else "split",
+            files=tuple(Path(f) for f in files), mode=chosen,
             parameters={**family.parameters, **(parameters or {})}, system=system, title=title,
             thinking=family.can_think,
         )
@@ -283,7 +293,7 @@ class ModelDefinition:
     def template(self) -> str | None:
         if self.mode != "template":
             return None
-        return go_template(self.family.go_template, thinking=self.thinking)
+        return go_template(self.family.go_template, thinking=self.thinking, line=self.line)
 
     @property
     def renderer(self) -> str | None:

@@ -195,7 +195,7 @@ def test_hostile_parameters_and_system_text_add_no_directive(
     assert {k: v for k, v in params.items() if k != "stop"} == {
         k: v for k, v in definition.parameters_json().items() if k != "stop"}
     assert blob["system"].decode() == HOSTILE_SYSTEM
-    assert blob["template"].decode() == go_template(get_family("r1").go_template)
+    assert blob["template"].decode() == go_template(get_family("r1").go_template, line=server.info.line)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

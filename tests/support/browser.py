@@ -73,6 +73,11 @@ class Browser:
         at ``think`` ("Default", "On", "Off"); what the page shows of the answer."""
         return [Shown(**self._call("turn", model=model, think=think, text=text, fresh=new))]
 
+    def expand(self, label: str) -> str:
+        """Open the collapsible labelled ``label`` in the last answer (a tool call's "View Result
+        from NAME"); the answer's whole text once it is open."""
+        return str(self._call("expand", label=label))
+
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         return Path(self._call("screenshot", path=str(path)))

@@ -53,6 +53,10 @@ def executable(variable: str, what: str) -> Path:
     return path
 
 
+def open_webui_binary() -> str:
+    return str(executable("OLLAMADS_OPEN_WEBUI", "Open WebUI"))
+
+
 def built_llama_cpp_tool(name: str) -> Path | None:
     """A llama.cpp tool (``llama-gguf-split``, ``llama-server``…) from the toolchain, or None."""
     path = component_path("OLLAMADS_LLAMA_CPP_BIN") / name
@@ -74,5 +78,6 @@ __all__ = [
     "executable",
     "llama_cpp_tool",
     "missing_component",
+    "open_webui_binary",
     "toolchain_env",
 ]

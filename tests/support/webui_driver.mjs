@@ -8,6 +8,9 @@
 //        (in a new chat with M when fresh) the think control ("Default", "On" or "Off") set to
 //        T, X sent, and once the answer is complete what the page shows of it:
 //        {"answer": text, "reasoning": bool, "error": text or ""}
+//   {"cmd": "expand", "label": L}                  in the last answer, open the collapsible whose
+//                                                  button reads L (a tool call's "View Result
+//                                                  from NAME"); the answer's whole text after it
 //   {"cmd": "screenshot", "path": P}
 // Environment: OLLAMADS_PLAYWRIGHT_CORE (the package folder), OLLAMADS_CHROMIUM (the browser).
 import { createRequire } from 'node:module';
@@ -84,10 +87,20 @@ async function turn({ model, think, text, fresh }) {
   return answer(before);
 }
 
+async function expand({ label }) {
+  const item = page.locator('div[role=listitem]:has(.chat-assistant)').last();
+  const button = item.getByText(label, { exact: false }).first();
+  await button.waitFor({ state: 'visible', timeout: 30000 });
+  await button.click();
+  await page.waitForTimeout(500);
+  return (await item.innerText()).trim();
+}
+
 const commands = {
   open: async ({ url }) => { base = url.replace(/\/$/, ''); await page.goto(base + '/'); await dismissWhatsNew(); return base; },
   models,
   turn,
+  expand,
   screenshot: async ({ path }) => { await page.screenshot({ path, fullPage: true }); return path; },
 };
 
