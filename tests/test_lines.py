@@ -38,8 +38,8 @@ from ollamads.ollama.versions import ServerInfo
 from ollamads.registration import check_registered, plan_registration, register_files
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from ollamads.units import check_space
-from tests.support.servers import ollama_binary
 from tests.support.elsewhere import server_started_elsewhere
+from tests.support.servers import ollama_binary
 from tests.support.synthetic import deepseek_v3_sparse, ternary_experts, write_synthetic
 from tests.support.toolchain import executable
 

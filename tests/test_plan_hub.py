@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ollamads import quant_headers
 from ollamads.catalog import resolve
 from ollamads.gguf.deepseek2 import DeepSeek2Dims
 from ollamads.gguf.format import GGMLQuantizationType
-from ollamads import quant_headers
 from tests.support.cli import run_cli
 from tests.support.hubstub import HubStub
 from tests.support.synthetic import uniform_types, write_synthetic

@@ -18,8 +18,8 @@ import pytest
 from ollamads.catalog.families import get_family
 from ollamads.chat import DeepSeekClient
 from ollamads.ollama.modelfile import ModelDefinition
-from ollamads.ollama.register import register
 from ollamads.ollama.serve import OllamaServe
+from ollamads.registration import register
 from ollamads.tiny import write_scripted_model
 from tests.support import scripts
 

@@ -10,8 +10,8 @@ import pytest
 
 from ollamads.catalog.families import get_family
 from ollamads.ollama.modelfile import ModelDefinition, TemplateMode
-from ollamads.registration import register
 from ollamads.ollama.serve import OllamaServe
+from ollamads.registration import register
 from ollamads.tiny import write_tiny_model
 
 #: Random weights rarely stop: bound the answer; a seed makes it repeatable.
