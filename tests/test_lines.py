@@ -21,12 +21,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
+from ollamads.catalog import resolve
 from ollamads.catalog.families import get_family
 from ollamads.errors import InsufficientSpaceError, ServerError
 from ollamads.gguf.deepseek2 import DeepSeek2Dims
@@ -35,12 +37,14 @@ from ollamads.ollama.modelfile import ModelDefinition
 from ollamads.ollama.serve import OllamaServe
 from ollamads.ollama.store import MEDIA_MODEL, LocalStore, StoreCheck
 from ollamads.ollama.versions import ServerInfo
+from ollamads.pipeline import create, plan_create
 from ollamads.registration import check_registered, plan_registration, register_files
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from ollamads.units import check_space
 from tests.support.elsewhere import server_started_elsewhere
+from tests.support.hubstub import HubStub
 from tests.support.servers import ollama_binary
-from tests.support.synthetic import deepseek_v3_sparse, ternary_experts, write_synthetic
+from tests.support.synthetic import deepseek_v3_sparse, ternary_experts, tiny_repo, write_synthetic
 from tests.support.toolchain import executable
 
 pytestmark = pytest.mark.integration
@@ -341,3 +345,34 @@ def test_rm_on_v0344_leaves_no_metadata_of_a_placed_model(layers_line_server: Ol
     assert left == []
     assert not any(store.has_blob(d) for d in digests)
     assert all(p.is_file() for p in shards)  # the downloads themselves stay
+
+
+def test_create_names_a_store_it_cannot_place_into_before_downloading(
+    hub: Callable[..., HubStub], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ollamads create` against the Linux service's kind of server: the note and the upload
+    counted on the server's disk come before a byte is downloaded, and the files are verified
+    downloads that are sent, not hashed again."""
+    spec = "r1:IQ1_S"
+    entry = resolve(spec)
+    stub = hub({entry.repo: tiny_repo(entry, tmp_path / "src")})
+    binary = ollama_binary("layers")  # (found through HOME's cache: before HOME changes)
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    with server_started_elsewhere(binary, foreign_user=True) as server:
+        lines: list[str] = []
+
+        def report(line: str) -> None:
+            lines.append(f"{line} [served {stub.bytes_served()}]")
+
+        plan = plan_create(spec, host=server.url)
+        assert any(n.what == "the server's copy of the upload" and n.directory == server.models_dir / "blobs"
+                   for n in plan.needs)
+        served_before = stub.bytes_served()  # the headers, to check the tensor types
+        result = create(spec, host=server.url, parameters=TINY, report=report)
+        assert result.route == "upload" and result.created
+        note = next(i for i, line in enumerate(lines) if "run ollamads as nobody" in line)
+        verified = next(i for i, line in enumerate(lines) if "present and verified" in line)
+        assert note < verified and lines[note].endswith(f"[served {served_before}]")
+        assert result.bytes_uploaded == sum(len(b) for b in stub.repos[entry.repo].values())
+        assert OllamaAPI(server.url).show(result.name) is not None
