@@ -42,8 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._measure import run_measured  # noqa: E402
-from tests.support.hubstub import HubStub, sha256_hex  # noqa: E402
+from benchmarks._measure import run_measured
+from tests.support.hubstub import HubStub, sha256_hex
 
 #: Names the catalog knows, so `ollamads pull` resolves them: the 6-shard Terminus Q2_K_XL and
 #: the single-file Terminus TQ1_0.

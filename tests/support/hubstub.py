@@ -707,11 +707,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         counters."""
         key = f"{repo}/{path}"
         rate, link = self.stub.rate, self.stub.link
-        if rate:
-            # Pieces of a twentieth of a second, so a slow connection still trickles.
-            piece = max(1024, min(PACE_PIECE, int(rate / 20)))
-        else:
-            piece = PACE_PIECE if link else len(data) or 1
+        # Pieces of a twentieth of a second at most, so a slow connection still trickles.
+        piece = max(1024, min(PACE_PIECE, int(rate / 20))) if rate else PACE_PIECE
         started = time.monotonic()
         self.stub.body_window.append(started)
         for offset in range(0, len(data), piece):
