@@ -34,7 +34,7 @@ from ollamads.ollama.store import LocalStore, ModelName, Placement, StoreCheck, 
 from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from tests.conftest import ollama_binary
-from tests.support.toolchain import llama_cpp_tool
+from tests.support.toolchain import cannot_run, llama_cpp_tool
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}
@@ -240,7 +240,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        cannot_run(f"cannot mount a tmpfs here ({done.stderr.strip()}): it needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -292,7 +292,7 @@ def test_a_read_only_store_falls_back_to_upload(
     view.mkdir()
     store = merged_line_server.models_dir
     if subprocess.run(["mount", "--bind", str(store), str(view)], capture_output=True).returncode:
-        pytest.skip("cannot bind-mount here")
+        cannot_run("cannot bind-mount here: it needs root")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
         monkeypatch.setenv("OLLAMA_MODELS", str(view))
