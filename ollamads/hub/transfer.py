@@ -51,7 +51,7 @@ from ollamads.hub.records import (
     remember_verified,
 )
 from ollamads.progress import Progress, ProgressEvent
-from ollamads.units import GB, MIB, disk_full_error, is_disk_full
+from ollamads.units import MIB, disk_full_error, format_bytes, is_disk_full
 
 HashMode = Literal["prefix", "after"]
 
@@ -343,7 +343,7 @@ class Downloader:
         have = target.state.have
         return HubError(
             f"{target.file.path}: {reason}, {len(RETRY_BACKOFF_S)} retries brought no new bytes "
-            f"({have / GB:.2f} of {target.file.size / GB:.2f} GB kept in {target.part.name})",
+            f"({format_bytes(have)} of {format_bytes(target.file.size)} kept in {target.part.name})",
             "check the network and re-run the same command: it resumes from there",
         )
 
