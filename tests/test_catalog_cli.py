@@ -164,7 +164,7 @@ def test_show_is_text_for_people_with_every_modelfile(capsys: pytest.CaptureFixt
     assert code == 0
     _, json_out, _ = run(capsys, "show", "v3.1-terminus:TQ1_0", "--json")
     record = json.loads(json_out)
-    head, _, modelfiles = text.partition("\n--- ")
+    head = text.partition("\n--- ")[0]
     # No Python reprs: no None/True/False, no dict or list literals.
     for repr_word in ("None", "True", "False", "{'", "['", "': "):
         assert repr_word not in head, (repr_word, head)
