@@ -67,12 +67,16 @@ class ServeCommand:
                 return dict(w.split("=", 1) for w in words)
         raise AssertionError(f"ollamads serve printed no line of variables: {self.said}")
 
-    def child_environment(self) -> dict[str, str]:
-        """The environment of the ``ollama serve`` process the command started."""
+    def child_pid(self) -> int:
+        """The ``ollama serve`` process the command started (its one child)."""
         assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         assert len(children) == 1, f"expected one child of ollamads serve, found {children}"
-        raw = Path(f"/proc/{children[0]}/environ").read_bytes()
+        return int(children[0])
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment of the ``ollama serve`` process the command started."""
+        raw = Path(f"/proc/{self.child_pid()}/environ").read_bytes()
         return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
     def stop(self) -> None:
