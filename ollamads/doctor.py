@@ -133,7 +133,7 @@ def check_kv_cache(server: Any) -> list[Finding]:
 def smallest_quant_bytes() -> int:
     from ollamads.catalog import load_catalog
 
-    sizes = [q.size_gb for m in load_catalog().models for q in m.quants if q.size_gb]
+    sizes = [q.size_gib for m in load_catalog().models for q in m.quants if q.size_gib]
     return int(min(sizes) * GIB)
 
 

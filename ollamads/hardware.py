@@ -61,13 +61,14 @@ class Machine:
         return self.disk_free >= size
 
     def describe(self) -> str:
-        gib = 1 << 30
-        text = f"RAM {self.ram / gib:.1f} GiB"
+        from ollamads.units import GIB, format_gib
+
+        text = f"RAM {format_gib(self.ram)}"
         if self.unified:
-            return text + f" unified (GPU may use {self.vram / gib:.1f} GiB of it)"
+            return text + f" unified (GPU may use {format_gib(self.vram)} of it)"
         if not self.gpus:
             return text + ", no GPU"
-        sizes = " + ".join(f"{g.total / gib:.1f}" for g in self.gpus)
+        sizes = " + ".join(f"{g.total / GIB:.1f}" for g in self.gpus)
         return text + f", VRAM {sizes} GiB ({len(self.gpus)} GPU{'s' if len(self.gpus) > 1 else ''})"
 
 

@@ -86,7 +86,7 @@ def known_entries(entries: Iterable[CatalogEntry] | None = None) -> list[KnownEn
                 bool(files), "hub", str(listing.get("fetched")),
             ))
             continue
-        published = entry.quant.size_gb
+        published = entry.quant.size_gib
         known.append(KnownEntry(
             entry, int(published * GIB) if published else None, entry.quant.shards, None, "catalog",
         ))

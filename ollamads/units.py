@@ -1,5 +1,11 @@
 """Byte counts for people, and the one disk-space check.
 
+One unit convention everywhere ollamads prints a size: binary units, written with their "i"
+(``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024). Memory is binary (RAM, VRAM, llama.cpp's
+buffers in MiB), Unsloth's published "GB" are GiB (the catalog's ``size_gib``), and ``df -h``
+counts the same way; only the Hub's web pages show decimal GB (a 182.5 GB file there is
+170.0 GiB here). Sizes a user types (``--ram 128G``) are read the same way.
+
 Every place that is about to write asks :func:`check_space` with a list of :class:`DiskNeed`
 terms; the terms are grouped by filesystem, so two writes to one disk add up, and the error
 names each term, its directory and the filesystem it lands on.
@@ -18,15 +24,20 @@ KB, MB, GB = 1_000, 1_000_000, 1_000_000_000
 MIB, GIB = 1 << 20, 1 << 30
 
 
+_BINARY_UNITS = (("TiB", 1 << 40), ("GiB", GIB), ("MiB", MIB), ("KiB", 1 << 10))
+
+
 def format_bytes(n: int | float) -> str:
-    """Decimal units like the Hub's file list: ``0 B``, ``12.3 kB``, ``4.5 MB``, ``170.0 GB``."""
-    if n == 0:
-        return "0 B"
-    if abs(n) >= GB:
-        return f"{n / GB:.1f} GB"
-    if abs(n) >= MB:
-        return f"{n / MB:.1f} MB"
-    return f"{n / KB:.1f} kB" if abs(n) >= KB else f"{int(n)} B"
+    """A size in the unit that fits it: ``0 B``, ``512 B``, ``12.3 KiB``, ``4.5 MiB``, ``170.0 GiB``."""
+    for unit, size in _BINARY_UNITS:
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_gib(n: int | float) -> str:
+    """A size in GiB whatever it is (one column of a table, memory budgets): ``170.0 GiB``."""
+    return f"{n / GIB:.1f} GiB"
 
 
 _SIZE_UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -193,6 +204,7 @@ __all__ = [
     "existing_ancestor",
     "filesystem_of",
     "format_bytes",
+    "format_gib",
     "format_mib",
     "group_by_filesystem",
     "is_disk_full",

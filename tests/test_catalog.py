@@ -71,14 +71,14 @@ def test_all_five_models_with_repo_family_and_thinking() -> None:
 @pytest.mark.parametrize("key", sorted(FACTS))
 def test_quants_match_the_published_tables(key: str) -> None:
     model = load_catalog().model(key)
-    assert {q.name: (q.moe_bits, q.size_gb) for q in model.quants} == FACTS[key]
+    assert {q.name: (q.moe_bits, q.size_gib) for q in model.quants} == FACTS[key]
 
 
 def test_r1_0528_sizes_are_unknown_not_invented() -> None:
     model = load_catalog().model("deepseek-r1-0528")
     assert model.quants
     for quant in model.quants:
-        assert quant.size_gb is None and quant.moe_bits is None
+        assert quant.size_gib is None and quant.moe_bits is None
         assert "unknown" in quant.detail
     # Only names seen in a source count as confirmed.
     assert {q.name for q in model.quants if q.confirmed} == {"IQ2_XXS", "Q4_K_XL"}

@@ -30,7 +30,8 @@ def test_list_json_covers_the_catalog_and_this_machine(capsys: pytest.CaptureFix
         "deepseek-v3.1", "deepseek-v3.1-terminus", "deepseek-v3-0324", "deepseek-r1", "deepseek-r1-0528"
     }
     tq1 = next(r for r in records if r["model"] == "deepseek-v3.1" and r["quant"] == "TQ1_0")
-    assert tq1["size_gb"] == 170 and tq1["moe_bits"] == 1.66 and tq1["shards"] == 1
+    assert tq1["size_gib"] == 170 and tq1["moe_bits"] == 1.66 and tq1["shards"] == 1
+    assert tq1["size_bytes"] == 170 * 2**30 == 182_536_110_080
     assert tq1["figures_from"] == "catalog" and tq1["on_hub"] is None
     # The verdict is `ollamads plan`'s (estimated from the published size until the quant's
     # headers are read): runs from memory or not.
@@ -141,3 +142,65 @@ def test_show_refresh_uses_the_hub_figures(hub: object, capsys: pytest.CaptureFi
     assert code == 0
     record = json.loads(out)
     assert (record["size_bytes"], record["shards"], record["figures_from"]) == (30, 3, "hub")
+
+
+# --- what a new user sees ---------------------------------------------------------------------
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    import ollamads
+
+    code, out, err = run(capsys, "--version")
+    assert (code, err) == (0, "")
+    assert out == f"ollamads version {ollamads.__version__}\n"
+    assert ollamads.__version__ == importlib.metadata.version("ollamads"), "one home for the version"
+
+
+def test_show_is_text_for_people_with_every_modelfile(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, _ = run(capsys, "show", "v3.1-terminus:TQ1_0")
+    assert code == 0
+    _, json_out, _ = run(capsys, "show", "v3.1-terminus:TQ1_0", "--json")
+    record = json.loads(json_out)
+    head = text.partition("\n--- ")[0]
+    # No Python reprs: no None/True/False, no dict or list literals.
+    for repr_word in ("None", "True", "False", "{'", "['", "': "):
+        assert repr_word not in head, (repr_word, head)
+    assert head.startswith("deepseek-v3.1-terminus:TQ1_0\n")
+    assert "  size         170.0 GiB (182,536,110,080 bytes), as published" in head
+    parameters = next(line for line in head.splitlines() if line.startswith("  parameters"))
+    for setting in ("temperature 0.6", "top_p 0.95", "min_p 0.01", "top_k 40", "repeat_penalty 1",
+                    "num_ctx 16384", 'stop "<｜end▁of▁sentence｜>"'):
+        assert setting in parameters, (setting, parameters)
+    name = "deepseek-v3.1-terminus:tq1_0"
+    for key, body in record["modelfiles"].items():
+        line, _, companion = key.partition(" ")
+        header = f"--- Modelfile of {companion or name} on Ollama {line.removeprefix('ollama-')} ---\n"
+        assert f"\n{header}{body}" in text, header
+    assert text.count("\n--- Modelfile of ") == 4
+
+
+def test_one_unit_convention_in_list_show_and_json(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollamads.units import format_bytes
+
+    assert format_bytes(182_536_110_080) == "170.0 GiB"
+    assert [format_bytes(n) for n in (0, 1000, 1024, 5 * 2**20, 2**40)] == [
+        "0 B", "1000 B", "1.0 KiB", "5.0 MiB", "1.0 TiB"]
+    monkeypatch.setenv("COLUMNS", "120")
+    _, listed, _ = run(capsys, "list")
+    _, shown, _ = run(capsys, "show", "r1:IQ1_S")
+    _, as_json, _ = run(capsys, "list", "--json")
+    records = {(r["model"], r["quant"]): r for r in json.loads(as_json)}
+    r1 = records[("deepseek-r1", "IQ1_S")]
+    assert r1["size_gib"] == round(r1["size_bytes"] / 2**30, 1) and "size_gb" not in r1
+    header = next(line for line in listed.splitlines() if line.lstrip().startswith("model"))
+    assert "GiB" in header.split()
+    row = next(line for line in listed.splitlines() if line.split()[:2] == ["deepseek-r1", "IQ1_S"])
+    assert f"{r1['size_gib']:.1f}" in row.split()
+    # (The source line quotes Unsloth's documents, "131 GB" and all.)
+    described = [line for line in shown.partition("\n--- ")[0].splitlines() if not line.startswith("  source")]
+    for text in (listed, "\n".join(described)):
+        for decimal in (" GB", " MB", " kB", " TB"):
+            assert decimal not in text, (decimal, text)

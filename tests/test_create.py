@@ -146,7 +146,7 @@ def test_dry_run_and_disk_preflight_name_every_term(
         create("r1:IQ1_S", name="nospace:test", host=server.url)
     for need in plan.needs:
         assert f"{need.what} " in err.value.message and f"in {need.directory}" in err.value.message
-    assert "needed on " in err.value.message and err.value.message.endswith("1.0 kB free")
+    assert "needed on " in err.value.message and err.value.message.endswith("1000 B free")
     assert stub.bytes_served() == headers_read
     tags = requests.get(f"{server.url}/api/tags", timeout=10).json()["models"]
     assert "nospace:test" not in {m["name"] for m in tags}

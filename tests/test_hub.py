@@ -147,12 +147,12 @@ def test_too_little_disk_is_refused_before_writing(
     assert not pull(entry, dry_run=True).plan.fits
     with pytest.raises(InsufficientSpaceError) as err:
         pull(entry)
-    need = sum(len(terminus_files[p]) for p in Q2) / 1e3
+    need = sum(len(terminus_files[p]) for p in Q2) / 1024
     assert err.value.message.startswith(
         "not enough disk for deepseek-v3.1-terminus:Q2_K_XL: "
-        f"download {need:.1f} kB in {repo_dir(TERMINUS)} = {need:.1f} kB needed on "
+        f"download {need:.1f} KiB in {repo_dir(TERMINUS)} = {need:.1f} KiB needed on "
     )
-    assert err.value.message.endswith(", 100.0 kB free")
+    assert err.value.message.endswith(", 97.7 KiB free")
     assert "OLLAMADS_HOME" in err.value.hint
     assert not models_dir().exists() and stub.bytes_served() == 0
 
@@ -257,7 +257,7 @@ def test_interrupted_pull_resumes_in_the_next_run(
         pull(entry)
     assert err.value.message == (
         f"{TQ1}: the connection broke off, 1 retries brought no new bytes "
-        f"(0.00 of 0.00 GB kept in {TQ1}.part)"
+        f"(29.3 KiB of {len(terminus_files[TQ1]) / 1024:.1f} KiB kept in {TQ1}.part)"  # 30,000 bytes
     )
     assert "re-run the same command: it resumes" in err.value.hint
     assert part_have(TERMINUS, plan_pull(entry).files[0].remote, part_of(TQ1)) == 30_000
@@ -586,9 +586,9 @@ def test_cli_pull_dry_run_prints_the_plan(hub: Hub, terminus_files: dict[str, by
     )
     assert [line.split()[0] for line in lines[1:4]] == Q2
     assert all(line.endswith("to fetch") for line in lines[1:4])
-    total = sum(len(terminus_files[p]) for p in Q2) / 1e3
+    total = sum(len(terminus_files[p]) for p in Q2) / 1024
     assert lines[4].startswith(
-        f"total {total:.1f} kB: 0 B verified, 0 B partial, {total:.1f} kB to download;"
+        f"total {total:.1f} KiB: 0 B verified, 0 B partial, {total:.1f} KiB to download;"
     )
     assert lines[4].endswith("(fits)")
     assert stub.bytes_served() == 0

@@ -215,7 +215,7 @@ def test_not_enough_disk_space(
     with pytest.raises(InsufficientSpaceError) as info:
         merge(shards[0], tmp_path / "out.gguf")
     assert info.value.message.startswith("not enough disk for the merge: merged file ")
-    assert f"in {tmp_path}" in info.value.message and info.value.message.endswith("1.0 kB free")
+    assert f"in {tmp_path}" in info.value.message and info.value.message.endswith("1000 B free")
     assert info.value.hint
     assert _files(tmp_path) == {"in"}
     assert merge_plan(shards[0], tmp_path / "out.gguf").enough_space is False

@@ -29,12 +29,13 @@ from ollamads.gguf.merge import write_merged
 from ollamads.gguf.shards import open_shard_set
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.modelfile import ModelDefinition
-from ollamads.ollama.serve import OllamaServe
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe, serve_settings
 from ollamads.ollama.store import LocalStore, ModelName, Placement, StoreCheck, find_store
 from ollamads.registration import plan_registration, register_files
 from ollamads.tiny import write_tiny_model, write_tiny_shards
+from tests.support.serve_command import ServeCommand
 from tests.support.servers import ollama_binary
-from tests.support.toolchain import llama_cpp_tool
+from tests.support.toolchain import cannot_run, llama_cpp_tool
 
 pytestmark = pytest.mark.integration
 TINY = {"num_predict": 8, "num_ctx": 1024}
@@ -154,35 +155,51 @@ def test_direct_route_makes_the_model_api_create_makes(
     assert _generate(split_line_server, f"api-{slug}:equal") == _generate(split_line_server, f"direct-{slug}:equal")
 
 
-def _cli(server: OllamaServe, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(server: OllamaServe | ServeCommand, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OLLAMA_HOST": server.bind, "HOME": str(server.models_dir.parent)}
     return subprocess.run([server.binary, *args], capture_output=True, text=True, timeout=300,
                           env=env, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture
-def pruning_server(tmp_path: Path) -> Iterator[OllamaServe]:
-    """A v0.30+ server of our own whose start-up prune is on (the session servers turn it off)."""
-    server = OllamaServe(tmp_path / "models", binary=ollama_binary("split"), log_path=tmp_path / "serve.log",
-                         env={"HOME": str(tmp_path), "OLLAMA_NOPRUNE": ""})
+def served(tmp_path: Path) -> Iterator[ServeCommand]:
+    """The real ``ollamads serve`` command on a v0.30+ server: what a user runs, its settings."""
+    server = ServeCommand(tmp_path / "models", ollama_binary("split"), home=tmp_path)
     server.start()
     yield server
     server.stop()
 
 
+def test_ollamads_serve_prints_every_variable_it_sets_and_leaves_pruning_on(served: ServeCommand) -> None:
+    printed = served.printed_variables()
+    assert printed == serve_settings(served.models_dir, served.bind).variables
+    assert {"OLLAMA_HOST", "OLLAMA_MODELS", *MODEL_ENVIRONMENT} <= set(printed)
+    child = served.child_environment()
+    assert {name: child.get(name) for name in printed} == printed, "the server runs with what was printed"
+    assert "OLLAMA_NOPRUNE" not in child, "Ollama's pruning stays on under ollamads serve"
+
+
 def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
-    pruning_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: ServeCommand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = pruning_server
+    server = served
     monkeypatch.setenv("OLLAMA_MODELS", str(server.models_dir))
     shards = write_tiny_shards(tmp_path / "hub", "v3.1", n_shards=2, seed=12)
-    result = _register(server, "direct:prune", "v3.1", shards, store=True)
+    result = _register(server, "direct:prune", "v3.1", shards, store=True)  # type: ignore[arg-type]
     assert result.route == "direct"  # type: ignore[attr-defined]
     copy = _cli(server, "cp", "direct:prune", "copy:prune")
     assert copy.returncode == 0, copy.stderr
-    assert _manifest(server, "copy:prune") == _manifest(server, "direct:prune")
+    assert _manifest(server, "copy:prune") == _manifest(server, "direct:prune")  # type: ignore[arg-type]
     assert _cli(server, "rm", "copy:prune").returncode == 0
     assert _cli(server, "run", "--verbose", "direct:prune", "hi").returncode == 0
+
+    # Re-registering the name from other files (what a new upload of the quant brings): the
+    # server's create deletes the layers only the old manifest used, as it does for any model.
+    old_model = _model_digest(server)
+    other = write_tiny_shards(tmp_path / "hub2", "v3.1", n_shards=2, seed=13)
+    result = _register(server, "direct:prune", "v3.1", other, store=False)  # type: ignore[arg-type]
+    assert _model_digest(server) != old_model
+    assert not LocalStore(server.models_dir).blob_path(old_model).exists(), "the replaced model blob stays"
 
     # Age every file past the prune's one-hour grace, leave a stale temp file, restart.
     stale = server.models_dir / "blobs" / "sha256-ollamads-0123456789ab-partial"
@@ -193,7 +210,10 @@ def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
     server.stop()
     server.start()
     assert not stale.exists(), "the server's prune removes what a killed write left"
-    manifest = json.loads(_manifest(server, "direct:prune"))
+    unused = [p.name for p in (server.models_dir / "blobs").iterdir()
+              if p.name.replace("-", ":") not in _referenced(server)]
+    assert unused == [], f"the start-up prune left unused blobs: {unused}"
+    manifest = json.loads(_manifest(server, "direct:prune"))  # type: ignore[arg-type]
     for layer in [manifest["config"], *manifest["layers"]]:
         assert LocalStore(server.models_dir).has_blob(layer["digest"], layer["size"])
     run = _cli(server, "run", "--verbose", "direct:prune", "hi")
@@ -203,6 +223,20 @@ def test_cp_rm_and_the_startup_prune_treat_a_direct_model_like_any_other(
     assert _cli(server, "rm", "direct:prune-think").returncode == 0
     left = [p.name for p in (server.models_dir / "blobs").iterdir()]
     assert left == [], f"rm left blobs behind: {left}"
+
+
+def _model_digest(server: ServeCommand) -> str:
+    manifest = json.loads(_manifest(server, "direct:prune"))  # type: ignore[arg-type]
+    return next(layer["digest"] for layer in manifest["layers"] if layer["mediaType"].endswith(".model"))
+
+
+def _referenced(server: ServeCommand) -> set[str]:
+    digests = set()
+    for path in (server.models_dir / "manifests").rglob("*"):
+        if path.is_file():
+            manifest = json.loads(path.read_bytes())
+            digests.update(layer["digest"] for layer in [manifest["config"], *manifest["layers"]])
+    return digests
 
 
 # --- placement ----------------------------------------------------------------------------------
@@ -251,7 +285,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        cannot_run(f"cannot mount a tmpfs here ({done.stderr.strip()}): it needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -303,7 +337,7 @@ def test_a_read_only_store_falls_back_to_upload(
     view.mkdir()
     store = merged_line_server.models_dir
     if subprocess.run(["mount", "--bind", str(store), str(view)], capture_output=True).returncode:
-        pytest.skip("cannot bind-mount here")
+        cannot_run("cannot bind-mount here: it needs root")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
         monkeypatch.setenv("OLLAMA_MODELS", str(view))

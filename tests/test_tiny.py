@@ -7,7 +7,6 @@ fail in CI and skip elsewhere.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from ollamads.tiny import (
     write_tiny_shards,
 )
 from tests.support.llama_server import http_json, llama_server
-from tests.support.toolchain import built_llama_cpp_tool
+from tests.support.toolchain import llama_cpp_tool
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -222,7 +221,7 @@ def test_vocabulary_has_every_deepseek_special_token() -> None:
 
 
 def test_gguf_py_reads_the_model(tmp_path: Path) -> None:
-    gguf = pytest.importorskip("gguf")
+    import gguf  # a test dependency (pyproject's [test] extra): missing, the test fails
     path = write_tiny_model(tmp_path / "m.gguf", weight_type=GGMLQuantizationType.F16)
     reader = gguf.GGUFReader(str(path))
     ours = {t.name: t for t in read_gguf(path).tensors}
@@ -273,18 +272,8 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 # --- real llama.cpp -----------------------------------------------------------------------------
 
 
-def llama_tool(name: str) -> Path:
-    path = built_llama_cpp_tool(name)
-    if path is None:
-        message = f"llama.cpp's {name} is not built (set OLLAMADS_LLAMA_CPP_BIN or run scripts/toolchain.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
-
-
 def run_cli(model: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [str(llama_tool("llama-cli")), "-m", str(model), "-p", "hi", "-n", "8",
+    cmd = [str(llama_cpp_tool("llama-cli")), "-m", str(model), "-p", "hi", "-n", "8",
            "--single-turn", "--temp", "0", "-c", "512", "-v"]
     return subprocess.run(
         cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=120
@@ -314,7 +303,7 @@ def test_llama_cli_loads_f16_weights(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_llama_gguf_split_agrees_with_our_shards(tmp_path: Path) -> None:
-    tool = str(llama_tool("llama-gguf-split"))
+    tool = str(llama_cpp_tool("llama-gguf-split"))
     single = write_tiny_model(tmp_path / "single.gguf")
     ours = write_tiny_shards(tmp_path / "ours", "v3.1", n_shards=3)
     per_shard = len(read_gguf(ours[0]).tensors)

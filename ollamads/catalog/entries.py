@@ -50,7 +50,7 @@ _QUANT_KEYS = {
     "hub_name",
     "path",
     "shards",
-    "size_gb",
+    "size_gib",
     "moe_bits",
     "detail",
     "source",
@@ -70,8 +70,8 @@ class CatalogQuant:
     path: str | None
     source: str
     shards: int | None = None
-    #: Published disk size in Unsloth's "GB"; None when nobody published one.
-    size_gb: float | None = None
+    #: Published disk size in GiB (Unsloth's "GB" are GiB); None when nobody published one.
+    size_gib: float | None = None
     moe_bits: float | None = None
     detail: str = ""
     confirmed: bool = True
@@ -271,7 +271,7 @@ def _quant(where: str, table: Mapping[str, Any]) -> CatalogQuant:
         path=path,
         source=table["source"],
         shards=table.get("shards"),
-        size_gb=table.get("size_gb"),
+        size_gib=table.get("size_gib"),
         moe_bits=table.get("moe_bits"),
         detail=table.get("detail", ""),
         confirmed=table.get("confirmed", True),

@@ -35,11 +35,21 @@ class _Bars:
             BarColumn,
             DownloadColumn,
             Progress,
+            ProgressColumn,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
         from rich.table import Column
+        from rich.text import Text
+
+        from ollamads.units import format_bytes
+
+        class SpeedColumn(ProgressColumn):
+            """Bytes a second in ollamads' units (rich's own speed column is decimal)."""
+
+            def render(self, task: Any) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text("?" if speed is None else f"{format_bytes(speed)}/s")
 
         def fixed(width: int) -> Column:
             return Column(no_wrap=True, min_width=width, max_width=width)
@@ -48,7 +58,7 @@ class _Bars:
             TextColumn("{task.fields[phase]:>8}", table_column=fixed(8)),
             TextColumn("{task.description}", table_column=fixed(NAME_WIDTH)),
             BarColumn(bar_width=16),
-            DownloadColumn(table_column=fixed(17)), TransferSpeedColumn(table_column=fixed(10)),
+            DownloadColumn(binary_units=True, table_column=fixed(21)), SpeedColumn(table_column=fixed(12)),
             TimeRemainingColumn(table_column=fixed(8)),
             TextColumn("{task.fields[state]}", table_column=Column(no_wrap=True)),
             console=console, transient=True,

@@ -4,6 +4,8 @@ Every command module imports only typer at import time (heavy libraries inside t
 so ``ollamads --help`` stays instant.
 """
 
+from typing import Annotated
+
 import typer
 
 from ollamads.cli import (
@@ -27,6 +29,25 @@ app = typer.Typer(
     # Plain help text: rendering it through rich costs more than all of typer's own import.
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ollamads import __version__
+        from ollamads.cli._output import data
+
+        data(f"ollamads version {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run DeepSeek V3.1 / V3 / R1 dynamic-quant GGUFs in a local Ollama."""
+
 
 # The order `ollamads --help` lists them in: the main path first.
 for module in (

@@ -31,8 +31,8 @@ def _entry_record(known: Any, machine: Any) -> dict[str, Any]:
         "path": entry.quant.path,
         "moe_bits": entry.quant.moe_bits,
         "size_bytes": size,
-        # Unsloth's published "GB" are GiB (the Hub's byte counts say so).
-        "size_gb": round(size / GIB, 1) if size else None,
+        # Binary units, as everywhere in ollamads (Unsloth's published "GB" are GiB too).
+        "size_gib": round(size / GIB, 1) if size else None,
         "shards": known.shards,
         "on_hub": known.on_hub,
         "figures_from": known.source,
@@ -81,14 +81,14 @@ def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
         return
     machine = _machine()
     from ollamads.cli.plan_commands import short_fit
-    from ollamads.units import GIB
+    from ollamads.units import format_bytes
 
     fetched = sorted({r["fetched"] for r in records if r["fetched"]})
     title = (f"sizes from the Hub's listing of {fetched[-1]}" if fetched
              else "sizes as published (`ollamads list --refresh` asks the Hub)")
     table = Table(
         title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
-        caption=f"this machine: {machine.describe()}, {machine.disk_free / GIB:.0f} GiB free disk\n"
+        caption=f"this machine: {machine.describe()}, {format_bytes(machine.disk_free)} free disk\n"
                 "fits: where `ollamads plan` puts it (GPU, GPU+RAM, RAM; disk: pages from disk);"
                 " ~ estimated from the published size", caption_justify="left",
     )
@@ -102,7 +102,7 @@ def list_command(as_json: JsonOpt = False, refresh: RefreshOpt = False) -> None:
     for r in records:
         table.add_row(
             r["model"] if r["model"] != previous else "", r["quant"], str(r["moe_bits"] or "?"),
-            f"{r['size_gb']:g}" if r["size_gb"] else ("none" if r["on_hub"] is False else "?"),
+            f"{r['size_gib']:.1f}" if r["size_gib"] else ("none" if r["on_hub"] is False else "?"),
             str(r["shards"] or "?"), short_fit(r["fit"], bool(r["fit_exact"])), _yes_no(r["fits_disk"]),
         )
         previous = r["model"]
@@ -131,11 +131,67 @@ def show_command(
     if as_json:
         data_json(record)
         return
-    for key, value in record.items():
-        if key != "modelfiles":
-            data(f"{key:13} {value}")
-    for line, text in record["modelfiles"].items():
-        data(f"\n--- Modelfile for {line} ---\n{text}", newline=False)
+    data(describe_entry(record))
+    for key, text in record["modelfiles"].items():
+        line, _, name = key.partition(" ")
+        name = name or record["ollama_name"]
+        data(f"\n--- Modelfile of {name} on Ollama {line.removeprefix('ollama-')} ---\n{text}", newline=False)
+
+
+_THINKING = {
+    "hybrid": "answers without reasoning unless asked; {name}{think} reasons unless asked not to",
+    "always": "always reasons",
+    "never": "never reasons",
+}
+
+
+def _parameter_text(value: object) -> str:
+    """A parameter as its Modelfile line writes it (a list: each value)."""
+    from ollamads.ollama.modelfile import format_parameter
+
+    if isinstance(value, (list, tuple)):
+        return " ".join(_parameter_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else format_parameter(value)
+
+
+def describe_entry(record: dict[str, Any]) -> str:
+    """``ollamads show``'s text: what the entry is, its size, whether it fits, its settings."""
+    from ollamads.ollama.modelfile import THINKING_TAG_SUFFIX
+    from ollamads.plan.recommend import SPEED
+    from ollamads.units import format_bytes
+
+    size = record["size_bytes"]
+    if size:
+        where = (f"the Hub's listing of {record['fetched']}" if record["figures_from"] == "hub"
+                 else "as published (`--refresh` reads the Hub's listing)")
+        size_text = f"{format_bytes(size)} ({size:,} bytes), {where}"
+    else:
+        size_text = "not published (`--refresh` reads the Hub's listing)"
+    files = "1 file" if record["shards"] == 1 else f"{record['shards']} shards" if record["shards"] else "?"
+    if record["on_hub"] is False:
+        files += "; not on the Hub at its last listing"
+    fit = record["fit"]
+    fit_text = "?" if fit is None else f"{fit}: {SPEED[fit]}"
+    if fit is not None and not record["fit_exact"]:
+        fit_text += " (estimated from the published size until `ollamads plan` reads its headers)"
+    disk = {True: "room for it", False: "not enough free", None: "?"}[record["fits_disk"]]
+    thinking = _THINKING.get(record["thinking"], record["thinking"]).format(
+        name=record["ollama_name"], think=THINKING_TAG_SUFFIX)
+    parameters = ", ".join(f"{k} {_parameter_text(v)}" for k, v in record["parameters"].items())
+    rows = [
+        ("Ollama name", record["ollama_name"]),
+        ("Hub", f"{record['repo']}, {record['hub_name']}: {record['path'] or '?'} ({files})"),
+        ("size", size_text),
+        ("MoE bits", str(record["moe_bits"] or "?")),
+        ("prompt", f"{record['family']} family; {thinking}"),
+        ("fits", fit_text),
+        ("disk", disk),
+        ("parameters", parameters or "none"),
+        ("source", record["source"]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    head = f"{record['model']}:{record['quant']}"
+    return "\n".join([head, *(f"  {label:<{width}}  {value}" for label, value in rows)])
 
 
 def modelfiles_command(

@@ -170,7 +170,7 @@ def serve(
                 "Ollama has no authentication, so anyone who can reach this machine can run, "
                 "pull, replace and delete its models (leave out --host to listen on 127.0.0.1)"
             )
-        console.print("  " + " ".join(f"{k}={v}" for k, v in settings.environment.items()))
+        console.print("  " + " ".join(f"{k}={v}" for k, v in settings.variables.items()), soft_wrap=True)
         console.print(f"  log: {server.log_path}")
         console.print(f"  Open WebUI: {settings.open_webui_hint()}")
         if head is not None:

@@ -72,9 +72,9 @@ def short_fit(fit: str | None, exact: bool = True) -> str:
 
 
 def _gb(n: int) -> str:
-    from ollamads.units import GIB
+    from ollamads.units import format_gib
 
-    return f"{n / GIB:.1f} GiB"
+    return format_gib(n)
 
 
 def _guides_layers(result: "PlanResult") -> str | None:
@@ -95,16 +95,17 @@ def _guides_layers(result: "PlanResult") -> str | None:
 
 def _render(result: "PlanResult", line_reason: str) -> str:
     from ollamads.plan.recommend import gpu_budgets, ram_budget
+    from ollamads.units import format_bytes
 
     plan, memory, source = result.plan, result.plan.memory, result.source
     request, machine = plan.request, plan.machine
     out: list[str] = []
     where = {"local files": "read from the local files",
-             "Hub headers": (f"read from the Hub's headers ({source.fetched / 1e6:.1f} MB fetched now)"
+             "Hub headers": (f"read from the Hub's headers ({format_bytes(source.fetched)} fetched now)"
                              if source.fetched else "read from cached Hub headers"),
              "published size": "estimated from the published size"}[memory.source]
     files = f"{len(memory.files)} file(s)" if memory.files else "?"
-    out.append(f"{source.label}: {memory.file_size / 1e9:.1f} GB in {files}; tensor table {where}")
+    out.append(f"{source.label}: {format_bytes(memory.file_size)} in {files}; tensor table {where}")
     out.append(f"machine: {machine.describe()} ({machine.source}); context {request.ctx}, "
                f"KV cache {request.kv_type}; server line {request.line} ({line_reason})")
     moe = [layer for layer in memory.layers if layer.routed_experts]

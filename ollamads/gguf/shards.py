@@ -38,10 +38,12 @@ class ShardSet:
 
     def describe(self) -> str:
         """One line for plans and logs."""
-        gb = self.total_bytes / 1e9
+        from ollamads.units import format_bytes
+
+        size = format_bytes(self.total_bytes)
         if not self.is_split:
-            return f"{self.first.name}: single GGUF file, {self.tensor_count} tensors, {gb:.2f} GB"
-        return f"{self.first.name}: {self.count} shards, {self.tensor_count} tensors, {gb:.2f} GB"
+            return f"{self.first.name}: single GGUF file, {self.tensor_count} tensors, {size}"
+        return f"{self.first.name}: {self.count} shards, {self.tensor_count} tensors, {size}"
 
 
 def open_shard_set(first_shard: str | Path) -> ShardSet:

@@ -3,7 +3,13 @@
 The settings come from Unsloth's guides and Ollama's issue tracker: flash attention
 on (it is what lets the KV cache be quantised), an 8-bit KV cache (DeepSeek's guides: 8-bit is
 fine, 4-bit is clearly worse), a load timeout long enough to read 170-480 GB from disk, and a
-keep-alive so a loaded model is not dropped between two questions.
+keep-alive so a loaded model is not dropped between two questions. Everything else is Ollama's
+default; in particular its pruning stays on (``OLLAMA_NOPRUNE`` unset): at start-up it deletes
+blobs no manifest uses (a killed upload's, a replaced model's), and ``ollama create`` or
+``pull`` over an existing name deletes the layers the old manifest alone used. Without it a
+re-created 170 GB model would leave its old blob on disk for good. The tests that show the
+prune treats ollamads' models like any other run under ``ollamads serve`` itself
+(``tests/test_store.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,12 @@ class ServeSettings:
         """Whether the server listens beyond this machine's loopback: Ollama has no
         authentication, so anyone who reaches it can run, pull, copy and delete models."""
         return not binds_loopback_only(self.bind)
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """Every environment variable ``ollamads serve`` sets for ``ollama serve`` (it prints
+        them at start): where to listen, the store, then :attr:`environment`."""
+        return {"OLLAMA_HOST": self.bind, "OLLAMA_MODELS": str(self.models_dir), **self.environment}
 
     def open_webui_hint(self) -> str:
         return f"ollamads webui --host {self.url} (or: OLLAMA_BASE_URL={self.url} open-webui serve)"
@@ -182,11 +194,7 @@ class OllamaServe(ChildService):
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
-            OLLAMA_HOST=self.bind,
-            OLLAMA_MODELS=str(self.models_dir),
-            OLLAMA_NOPRUNE="1",
-        )
+        env.update(OLLAMA_HOST=self.bind, OLLAMA_MODELS=str(self.models_dir))
         env.update(self.extra_env)
         return env
 

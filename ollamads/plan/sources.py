@@ -116,9 +116,9 @@ def cached_source(entry: CatalogEntry) -> ModelSource | None:
 
 def estimated_source(entry: CatalogEntry) -> ModelSource | None:
     """The published-size estimate (None when no size was published)."""
-    if not entry.quant.size_gb:
+    if not entry.quant.size_gib:
         return None
-    memory = published_size_memory(entry.spec, int(entry.quant.size_gb * GIB))
+    memory = published_size_memory(entry.spec, int(entry.quant.size_gib * GIB))
     first = entry.quant.path or f"{entry.model.file_prefix}-{entry.quant.hub_name}.gguf"
     return ModelSource(entry.spec, memory, local_path(entry.repo, first.rstrip("/")), entry)
 

@@ -77,7 +77,7 @@ def test_a_cdn_that_keeps_failing_gives_up_naming_the_file(
     line = error_line(err.value)
     assert "\n" not in line
     reason = {
-        "503": f"the Hub's CDN (localhost:{stub.port}) answered 503",
+        "503": f"the Hub's CDN ({stub.cdn_host}) answered 503",
         "403": "the CDN refused a signed URL (403)",
         "hang-up": "the connection broke off",
         "hang-up-after-bytes": "the connection broke off",

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from ollamads.tiny import write_tiny_model, write_tiny_shards
 from tests.support.cli import run_cli
 from tests.support.faults import FaultServer, one_line
 from tests.support.hubstub import HubStub
+from tests.support.serve_command import ServeCommand
 from tests.support.servers import ollama_binary
 from tests.support.synthetic import tiny_repo
 
@@ -300,30 +300,17 @@ def test_serve_says_so_when_it_listens_beyond_loopback(tmp_path: Path, bind: str
     from ollamads.ollama.serve import free_port
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ollamads", "serve", "--models", str(tmp_path / "store"),
-         "--host", f"{bind}:{port}", "--ollama", ollama_binary("merged")],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    )
+    served = ServeCommand(tmp_path / "store", ollama_binary("merged"), home=tmp_path, bind=f"{bind}:{port}")
     try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            lines.append(line)
-            if line.strip() == "ready" or not line:
-                break
-        text = " ".join("".join(lines).split())
-        assert lines[-1].strip() == "ready", text
+        served.start()
+        text = served.said
         assert ("warning: listening on " in text) is warned, text
         if warned:
             assert f"listening on {bind}:{port}, not only on loopback" in text
             assert "anyone who can reach this machine" in text
         assert _listening_address(port) == ("any" if warned else "loopback")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        served.stop()
 
 
 def _listening_address(port: int) -> str:

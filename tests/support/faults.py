@@ -2,8 +2,8 @@
 
 * ``small_disk(size)`` mounts a tmpfs of ``size`` bytes for the test (``small_disk(size,
   "ext2")`` a loop-mounted ext2, which has no ``fallocate``, so a download writes into a sparse
-  ``.part`` and meets the full disk part-way). Where this machine cannot mount, the test is
-  skipped and the reason printed (``-ra``).
+  ``.part`` and meets the full disk part-way). Mounting needs root: where it fails, the test
+  fails under CI and is skipped elsewhere, with the reason (``-ra``).
 * ``fault_server(line)`` starts a real ``ollama serve`` of that line on its own store and port,
   which the test may kill (SIGKILL to its process group: the server and its llama-quantize),
   restart on the same store and port, or replace with another program on that port.
@@ -26,6 +26,7 @@ import pytest
 
 from ollamads.ollama.serve import OllamaServe, free_port
 from tests.support.servers import ollama_binary
+from tests.support.toolchain import cannot_run
 
 PAGE = 4096
 
@@ -77,11 +78,11 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., SmallDisk]]:
             made = subprocess.run(["mkfs.ext2", "-q", "-F", "-m", "0", str(image)],
                                   capture_output=True, text=True)
             if made.returncode != 0:
-                pytest.skip(f"cannot make an ext2 image here: {made.stderr.strip()}")
+                cannot_run(f"cannot make an ext2 image here: {made.stderr.strip()}")
             command = ["mount", "-o", "loop", str(image), str(point)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a small {kind} here ({done.stderr.strip()}): not tested")
+            cannot_run(f"cannot mount a small {kind} here ({done.stderr.strip()}): it needs root")
         mounted.append(point)
         return SmallDisk(point)
 

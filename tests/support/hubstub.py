@@ -20,6 +20,14 @@ to itself forever (``cdn_loop``). Old commits stay
 downloadable, as on the Hub. Every request is logged, every body byte counted per file, and the
 most body GETs in flight at once is kept (``max_in_flight``).
 
+The CDN is a second listener under another host name (``localhost:<its port>``, where the Hub is
+``127.0.0.1:<port>``), so a client opens new connections to it and must not send it the token,
+as with the real Hub's CDN hosts. For speed measurements the stand-in can also behave like a
+network path (:meth:`HubStub.shape`): one link shared by every connection, Hub and CDN alike
+(``link_rate``, bytes a second: a token bucket every body byte passes through), the
+per-connection ``rate`` on top, and a round-trip time (``rtt``) paid once per request before
+the answer starts and :data:`CONNECT_RTTS` times more when a connection is opened.
+
 Use it through ``HF_ENDPOINT`` (the ``hub`` fixture below sets it, with telemetry and Xet off
 and a private HF_HOME so no real token is ever read).
 """
@@ -43,6 +51,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pytest
 
 LFS_SUFFIXES = (".gguf",)
+#: Round trips a new connection costs before its first request is read: TCP's handshake and
+#: TLS 1.3's (the real Hub and its CDN speak HTTPS).
+CONNECT_RTTS = 2
+#: How far behind its schedule the shared link may fall and then catch up at once: a burst of
+#: 20 ms of traffic, what a router's queue absorbs.
+LINK_BURST_S = 0.02
+#: Bytes written per pacing step: small enough that connections sharing the link interleave
+#: finely (0.66 ms at 100 MB/s), large enough that pacing costs little CPU.
+PACE_PIECE = 64 << 10
 #: Size of a git-lfs pointer file; the Hub reports it as ``pointerSize``.
 POINTER_SIZE = 134
 
@@ -64,6 +81,32 @@ class Logged:
     path: str
     headers: Mapping[str, str]
     status: int
+
+
+class Link:
+    """One network link shared by every connection, ``rate`` bytes a second.
+
+    Senders queue for it piece by piece (:meth:`reserve`), first come first served, so
+    connections share it fairly; a link that was idle lends at most :data:`LINK_BURST_S` of
+    catching up, as a token bucket of that depth would."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, n_bytes: int) -> float:
+        """The monotonic time at which ``n_bytes`` queued now have crossed the link."""
+        with self._lock:
+            start = max(self._free_at, time.monotonic() - LINK_BURST_S)
+            self._free_at = start + n_bytes / self.rate
+            return self._free_at
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 @dataclass
@@ -98,6 +141,12 @@ class HubStub:
         self.wrong_range = False
         #: Bytes per second per connection for file bodies (None: as fast as it goes).
         self.rate: float | None = None
+        #: The link every connection shares (None: no limit); see :meth:`shape`.
+        self.link: Link | None = None
+        #: Round-trip time in seconds (0: none); see :meth:`shape`.
+        self.rtt = 0.0
+        #: Bytes of file bodies sent through each listener and when the first and last left.
+        self.body_window: list[float] = []
         #: Where redirects send LFS downloads (None: this stub's own CDN); a dead port is a
         #: CDN that is down.
         self.cdn_origin: str | None = None
@@ -121,25 +170,28 @@ class HubStub:
         self._stalls: dict[tuple[str, str], _Stall] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._cdn_server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> HubStub:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
+        self._server = self._listen("hub")
+        self._cdn_server = self._listen("cdn")
         return self
+
+    def _listen(self, role: str) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, role))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return server
 
     def __exit__(self, *exc: object) -> None:
         for stall in self._stalls.values():
             stall.release.set()
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
+        for server in (self._server, self._cdn_server):
+            assert server is not None
+            server.shutdown()
+            server.server_close()
 
     @property
     def port(self) -> int:
@@ -149,6 +201,19 @@ class HubStub:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def cdn_host(self) -> str:
+        """The CDN's ``host:port``: another listener, under another name than the Hub's."""
+        assert self._cdn_server is not None, "use HubStub as a context manager"
+        return f"localhost:{self._cdn_server.server_address[1]}"
+
+    def shape(self, *, link_rate: float | None = None, rate: float | None = None, rtt: float = 0.0) -> None:
+        """Make the stand-in a network path: ``link_rate`` bytes a second shared by every
+        connection, ``rate`` bytes a second per connection, ``rtt`` seconds per round trip."""
+        self.link = Link(link_rate) if link_rate else None
+        self.rate = rate
+        self.rtt = rtt
 
     # --- knobs ---------------------------------------------------------------------------------
 
@@ -241,6 +306,11 @@ class HubStub:
     def reset_counters(self) -> None:
         self.served.clear()
         self.log.clear()
+        self.body_window.clear()
+
+    def body_seconds(self) -> float:
+        """Seconds from the first body byte sent to the last, since the last reset."""
+        return max(self.body_window) - min(self.body_window) if self.body_window else 0.0
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -319,9 +389,10 @@ class HubStub:
             return self._stalls.pop((repo, path), None)
 
 
-def _handler_for(hub: HubStub) -> type[BaseHTTPRequestHandler]:
+def _handler_for(hub: HubStub, listener: str) -> type[BaseHTTPRequestHandler]:
     class Handler(_HubHandler):
         stub = hub
+        role = listener
 
     return Handler
 
@@ -329,9 +400,16 @@ def _handler_for(hub: HubStub) -> type[BaseHTTPRequestHandler]:
 class _HubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     stub: HubStub
+    #: "hub" (the API and /resolve/) or "cdn" (the redirected bodies).
+    role: str
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence stderr
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        if self.stub.rtt:  # the handshakes of a new connection
+            time.sleep(CONNECT_RTTS * self.stub.rtt)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -413,6 +491,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
+        if self.stub.rtt:  # the request's way here and the answer's first byte's way back
+            time.sleep(self.stub.rtt)
         try:
             self._dispatch()
         except (BrokenPipeError, ConnectionResetError):
@@ -427,8 +507,10 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._json(200, {"standardEnvVars": [], "harnesses": {}})
         if parts[:2] == ["api", "whoami-v2"]:
             return self._whoami()
-        if parts[:1] == ["cdn"] and len(parts) >= 5:
-            return self._cdn(f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:]), parts[1])
+        if self.role == "cdn":
+            if parts[:1] == ["cdn"] and len(parts) >= 5:
+                return self._cdn(f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:]), parts[1])
+            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
         if parts[:2] == ["api", "models"]:
             found = self._find_repo(parts[2:])
             if not found:
@@ -534,8 +616,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             )
         headers = self._file_headers(repo, path, revision)
         if self.stub.redirect and self.stub.is_lfs(path):
-            # Like the Hub's CDN: another origin (localhost vs 127.0.0.1), no token needed there.
-            origin = self.stub.cdn_origin or f"http://localhost:{self.stub.port}"
+            # Like the Hub's CDN: another host (its own listener), no token needed there.
+            origin = self.stub.cdn_origin or f"http://{self.stub.cdn_host}"
             cdn = f"{origin}/cdn/{self.stub.cdn_generation}"
             headers["Location"] = f"{cdn}/{repo}/{headers['X-Repo-Commit']}/{quote(path)}"
             return self._send(302, b"", headers)
@@ -617,25 +699,31 @@ class _HubHandler(BaseHTTPRequestHandler):
 
 
     def _write_paced(self, repo: str, path: str, data: bytes) -> None:
-        """Send ``data``, at most ``rate`` bytes a second on this connection when it is set.
+        """Send ``data``: at most ``rate`` bytes a second on this connection when it is set, and
+        through the shared link when there is one (each piece queues for it once this
+        connection may send it).
 
         Bytes are counted before each write: once the client has them, a test may read the
         counters."""
         key = f"{repo}/{path}"
-        rate = self.stub.rate
-        # Pieces of a twentieth of a second, so a slow connection still trickles.
-        piece = max(1024, min(64 << 10, int(rate / 20))) if rate else len(data) or 1
+        rate, link = self.stub.rate, self.stub.link
+        # Pieces of a twentieth of a second at most, so a slow connection still trickles.
+        piece = max(1024, min(PACE_PIECE, int(rate / 20))) if rate else PACE_PIECE
         started = time.monotonic()
+        self.stub.body_window.append(started)
         for offset in range(0, len(data), piece):
             chunk = data[offset : offset + piece]
+            if rate:
+                _sleep_until(started + offset / rate)
+            if link:
+                _sleep_until(link.reserve(len(chunk)))
             with self.stub._lock:
                 self.stub.served[key] += len(chunk)
             self.wfile.write(chunk)
-            if rate:
-                ahead = (offset + len(chunk)) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+        if rate:
+            _sleep_until(started + len(data) / rate)
         self.wfile.flush()
+        self.stub.body_window.append(time.monotonic())
 
 
 def repo_from_dir(directory: Path, prefix: str = "") -> dict[str, bytes]:
