@@ -7,6 +7,7 @@ so ``ollamads --help`` stays instant.
 import typer
 
 from ollamads.cli import (
+    bench_commands,
     catalog_commands,
     chat_commands,
     gguf_commands,
@@ -31,6 +32,6 @@ app = typer.Typer(
 # The order `ollamads --help` lists them in: the main path first.
 for module in (
     pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, plan_commands,
-    chat_commands, webui_commands, worker_commands,
+    bench_commands, chat_commands, webui_commands, worker_commands,
 ):
     module.register(app)
