@@ -132,6 +132,7 @@ def rocm_gpus() -> list[GPU]:
     except ValueError:
         return []
     gpus = []
+    names = _rocm_names() if isinstance(cards, dict) and cards else {}
     for card, info in sorted(cards.items()) if isinstance(cards, dict) else []:
         if not isinstance(info, dict):
             continue
@@ -139,8 +140,24 @@ def rocm_gpus() -> list[GPU]:
         used = info.get("VRAM Total Used Memory (B)")
         if str(total).isdigit():
             free = int(total) - int(used) if str(used).isdigit() else None
-            gpus.append(GPU(f"AMD {card}", int(total), free, "rocm"))
+            gpus.append(GPU(names.get(card, f"AMD {card}"), int(total), free, "rocm"))
     return gpus
+
+
+def _rocm_names() -> dict[str, str]:
+    """Each card's product name (the speed estimate looks its bandwidth up by name)."""
+    out = _run(["rocm-smi", "--showproductname", "--json"])
+    try:
+        cards = json.loads(out) if out else {}
+    except ValueError:
+        return {}
+    names = {}
+    for card, info in cards.items() if isinstance(cards, dict) else []:
+        if isinstance(info, dict):
+            series = info.get("Card Series") or info.get("Card SKU")
+            if isinstance(series, str) and series.strip():
+                names[card] = series.strip()
+    return names
 
 
 def apple_gpu(ram: int) -> GPU | None:

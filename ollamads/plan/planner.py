@@ -79,7 +79,7 @@ def speed_record(speed: SpeedEstimate | None) -> dict[str, Any] | None:
     if speed is None:
         return None
     def rate(value: float | None) -> float | None:
-        return None if value is None else round(value, 2)
+        return None if value is None else round(value, 4)
     return {
         "decode_tokens_per_s": rate(speed.decode_tokens_per_s),
         "decode_tokens_per_s_at_ctx": rate(speed.decode_tokens_per_s_at_ctx),
