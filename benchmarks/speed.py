@@ -38,17 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ollamads.children import stop_child  # noqa: E402
-from ollamads.gguf.deepseek2 import DeepSeek2Dims, TensorSlot  # noqa: E402
-from ollamads.gguf.format import GGMLQuantizationType as Q  # noqa: E402
-from ollamads.hardware import this_machine  # noqa: E402
-from ollamads.ollama.api import OllamaAPI  # noqa: E402
-from ollamads.ollama.bench import BenchSettings, prompt_text, run_bench  # noqa: E402
-from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe, free_port  # noqa: E402
-from ollamads.plan.planner import plan_model  # noqa: E402
-from ollamads.tiny import tokenizer_vocab  # noqa: E402
-from tests.support.synthetic import spec_for, write_synthetic  # noqa: E402
-from tests.support.toolchain import executable, llama_cpp_tool  # noqa: E402
+from ollamads.children import stop_child
+from ollamads.gguf.deepseek2 import DeepSeek2Dims, TensorSlot
+from ollamads.gguf.format import GGMLQuantizationType as Q
+from ollamads.hardware import this_machine
+from ollamads.ollama.api import OllamaAPI
+from ollamads.ollama.bench import BenchSettings, prompt_text, run_bench
+from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe, free_port
+from ollamads.plan.planner import plan_model
+from ollamads.tiny import tokenizer_vocab
+from tests.support.synthetic import spec_for, write_synthetic
+from tests.support.toolchain import executable, llama_cpp_tool
 
 THREADS = 2
 CTX = 4096
@@ -189,7 +189,8 @@ def main() -> None:
             estimates[line] = result.speed
             print(f"plan ({line}): {result.speed.decode_tokens_per_s:.1f} tok/s; {result.speed.basis()}", flush=True)
         sides = [s for s in ["llama.cpp", *LINES] if not args.only or s in args.only]
-        digest = "sha256:" + hashlib.file_digest(open(model, "rb"), "sha256").hexdigest()
+        with open(model, "rb") as handle:
+            digest = "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
         for side in sides:
             if side in LINES:
                 register(str(executable(LINES[side][0], side)), work / side / "models", model, digest,
@@ -214,7 +215,7 @@ def main() -> None:
         base = figures.get("llama.cpp")
         base_gen = statistics.median(g for _, g in base) if base else None
         base_prompt = statistics.median(p for p, _ in base) if base else None
-        print(f"| side | prompt tok/s | generation tok/s | vs llama.cpp (prompt / generation) | plan's decode estimate | estimate / measured |")
+        print("| side | prompt tok/s | generation tok/s | vs llama.cpp (prompt / generation) | plan's decode estimate | estimate / measured |")
         print("|---|---|---|---|---|---|")
         for side in sides:
             prompt = statistics.median(p for p, _ in figures[side])
