@@ -83,6 +83,7 @@ def test_bench_reads_ollamas_counters(ollama_server: OllamaServe, tmp_path: Path
     record = json.loads(result.stdout)
     assert record["server_version"] == ollama_server.info.version  # type: ignore[union-attr]
     assert record["load_s"] > 0
+    assert record["size"] > 0 and record["size_vram"] == 0  # no GPU here: all of it in RAM
     short, long = record["lengths"]
     for length, requested in ((short, 16), (long, 48)):
         assert length["prompt_tokens_requested"] == requested

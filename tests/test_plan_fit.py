@@ -139,3 +139,23 @@ def test_without_the_plan(line: str, model: Path, worker: WorkerProcess, tmp_pat
     assert everything > parse_size(CAP)
     status, log = load(line, model, tmp_path, {**base, "LLAMA_ARG_FIT": "off"})
     assert status != 200
+
+
+@pytest.mark.parametrize("line", ["split", "layers"])
+def test_a_plan_for_a_bigger_device(line: str, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan made for 280 MiB on a 200 MiB device: fit gives up on the experts variable, so
+    the load fails whether fit is on or off; fit alone, with a small target, shrinks the layout
+    to what the device has."""
+    monkeypatch.setenv("OLLAMADS_RPC_SERVER", str(executable("OLLAMADS_RPC_SERVER", "llama.cpp's rpc-server")))
+    _, _, _, plan = plan_for_cap(model)
+    small = parse_size("200MiB")
+    with running_worker(tmp_path / "home", "--mem", "200MiB") as small_worker:
+        for fit in ("on", "off"):
+            env = {**plan.environment, "LLAMA_ARG_RPC": small_worker.address, "LLAMA_ARG_FIT": fit}
+            status, log = load(line, model, tmp_path, env)
+            assert status != 200 and "failed to allocate RPC0" in log, log[-2000:]
+        status, log = load(line, model, tmp_path, {"OLLAMA_CONTEXT_LENGTH": str(CTX), "LLAMA_ARG_FIT_TARGET": "16",
+                                                   "LLAMA_ARG_RPC": small_worker.address})
+        assert status == 200, log[-3000:]
+        on_device, kv = device_bytes(log)
+        assert 0.5 * small < on_device + kv < small

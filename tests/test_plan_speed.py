@@ -196,3 +196,17 @@ def test_rocm_product_name_finds_the_bandwidth(tmp_path: Path, monkeypatch: pyte
     assert gpu.name == "AMD Instinct MI300X" and gpu.total == 206141652992
     found = gpu_bandwidth(gpu)
     assert found is not None and found.bytes_per_s == 5300 * GB
+
+
+def test_a_gpu_with_too_little_free_memory_is_named(capsys: pytest.CaptureFixture[str], v3_file: Path,
+                                                    ram_10gbs: None, fake_nvidia_smi: Callable[[str], None]) -> None:
+    """The plan budgets each GPU's total; when nvidia-smi says less is free than the plan puts
+    there, the plan says the load would fail (llama-server's fit does not step in)."""
+    fake_nvidia_smi("NVIDIA GeForce RTX 4090, 24564, 12000\n")
+    record = plan_json(capsys, str(v3_file), "--ram", "128G")
+    (gpu,) = record["llama_cpp"]["devices"][:1]
+    assert gpu["total"] > 12000 << 20
+    (note,) = [n for n in record["notes"] if "free now" in n]
+    assert "NVIDIA GeForce RTX 4090 has 11.7 GiB free now" in note and "--vram 11.7G" in note
+    fake_nvidia_smi("NVIDIA GeForce RTX 4090, 24564, 24000\n")
+    assert not [n for n in plan_json(capsys, str(v3_file), "--ram", "128G")["notes"] if "free now" in n]

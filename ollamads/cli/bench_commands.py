@@ -27,8 +27,8 @@ SweepOpt = Annotated[
 ]
 CpuMoeOpt = Annotated[
     int | None,
-    typer.Option("--cpu-moe", min=0, help="With --sweep: the plan's LLAMA_ARG_N_CPU_MOE to sweep "
-                                          "around (default: none swept without a GPU)."),
+    typer.Option("--cpu-moe", min=0, help="With --sweep: the LLAMA_ARG_N_CPU_MOE to sweep around "
+                                          "(default with a GPU: the plan's; without one: not swept)."),
 ]
 
 
@@ -42,6 +42,10 @@ def _render(result: "BenchResult") -> str:
            "generated, greedy; Ollama's own counters)"]
     if result.load_s is not None:
         out.append(f"  load: {result.load_s:.2f} s")
+    if result.size:
+        vram = result.size_vram or 0
+        out.append(f"  in memory: {result.size / 1e9:.2f} GB, {vram / 1e9:.2f} GB of it on the GPU "
+                   f"({100 * vram / result.size:.0f}%, as Ollama's /api/ps reports)")
     out.append(f"  {'prompt':>8} {'prompt tok/s':>13} {'generation tok/s':>17} {'first token':>12}")
     for length in result.lengths:
         first = "-" if length.first_token_s is None else f"{length.first_token_s:.3f} s"
@@ -86,6 +90,31 @@ def _models_dir(models: Path | None, host: str | None) -> Path:
     return check.store.root
 
 
+def _planned_cpu_moe(store: Path, model: str) -> int | None:
+    """With a GPU: the plan's --n-cpu-moe for the model's own file(s) in the store, to sweep
+    around; None without a GPU or when the plan keeps no experts in RAM."""
+    from ollamads.gguf.format import read_gguf
+    from ollamads.hardware import this_machine
+    from ollamads.ollama.store import MEDIA_MODEL, LocalStore
+    from ollamads.plan.memory import model_memory
+    from ollamads.plan.planner import DEFAULT_CTX
+    from ollamads.plan.recommend import PlanRequest, make_plan
+
+    machine = this_machine()
+    local = LocalStore(store)
+    manifest = local.manifest(model)
+    if not machine.gpus or manifest is None:
+        return None
+    blobs = [local.blob_path(layer["digest"]) for layer in manifest.get("layers", [])
+             if layer.get("mediaType") == MEDIA_MODEL]
+    if not blobs:
+        return None
+    memory = model_memory([read_gguf(b) for b in blobs], name=model, source="local files")
+    ctx = min(DEFAULT_CTX, memory.shape.n_ctx_train)
+    plan = make_plan(memory, machine, PlanRequest(ctx=ctx))
+    return plan.llama.offload.cpu_moe_layers or None
+
+
 def bench_command(
     model: ModelArg,
     prompt: PromptOpt = None,
@@ -111,6 +140,8 @@ def bench_command(
         from ollamads.ollama.sweep import record, run_sweep
 
         store = _models_dir(models, host)
+        if cpu_moe is None:
+            cpu_moe = _planned_cpu_moe(store, model)
         with steps_display() as progress:
             swept = run_sweep(model, settings, host=host, models_dir=store, binary=ollama_binary,
                               cpu_moe_plan=cpu_moe, progress=progress)

@@ -115,6 +115,10 @@ class BenchResult:
     #: The warm-up request's load_duration (after an unload when ``measure_load``).
     load_s: float | None
     lengths: tuple[LengthResult, ...]
+    #: What ``/api/ps`` said once the model was loaded: its size in memory, and how much of
+    #: it is in GPU memory (0 on a machine without one).
+    size: int | None = None
+    size_vram: int | None = None
 
     @property
     def generation_tokens_per_s(self) -> float | None:
@@ -180,6 +184,7 @@ def run_bench(model: str, settings: BenchSettings, *, host: str | None = None,
         api.unload(model)
     warm = timed_request(api, model, prompt_text(8, 0), {**options, "num_predict": 2})
     report(ProgressEvent("load", model, 1, 1, "loaded"))
+    size, size_vram = _placement(api, model)
     lengths = []
     run_number = 1
     for tokens in settings.prompt_tokens:
@@ -192,7 +197,15 @@ def run_bench(model: str, settings: BenchSettings, *, host: str | None = None,
         report(ProgressEvent("bench", item, settings.runs, settings.runs, "done"))
         lengths.append(LengthResult(tokens, tuple(runs)))
     return BenchResult(model, api.url, info.version, settings,
-                       warm.load_s if settings.measure_load else None, tuple(lengths))
+                       warm.load_s if settings.measure_load else None, tuple(lengths), size, size_vram)
+
+
+def _placement(api: OllamaAPI, model: str) -> tuple[int | None, int | None]:
+    for loaded in api.loaded():
+        if model in (loaded.get("name"), loaded.get("model")):
+            size, vram = loaded.get("size"), loaded.get("size_vram")
+            return (size if isinstance(size, int) else None, vram if isinstance(vram, int) else None)
+    return None, None
 
 
 def result_record(result: BenchResult) -> dict[str, Any]:
@@ -208,6 +221,8 @@ def result_record(result: BenchResult) -> dict[str, Any]:
         "generate_tokens": result.settings.generate_tokens,
         "options": dict(result.settings.options),
         "load_s": None if result.load_s is None else round(result.load_s, 3),
+        "size": result.size,
+        "size_vram": result.size_vram,
         "prompt_tokens_per_s": rate(result.prompt_tokens_per_s),
         "generation_tokens_per_s": rate(result.generation_tokens_per_s),
         "lengths": [
