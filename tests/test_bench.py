@@ -83,13 +83,17 @@ def test_bench_reads_ollamas_counters(ollama_server: OllamaServe, tmp_path: Path
     record = json.loads(result.stdout)
     assert record["server_version"] == ollama_server.info.version  # type: ignore[union-attr]
     assert record["load_s"] > 0
-    assert record["size"] > 0 and record["size_vram"] == 0  # no GPU here: all of it in RAM
+    # /api/ps: no GPU here, so nothing in GPU memory; v0.24 reports the size in RAM, the
+    # llama-server lines (v0.30+) report 0 without a GPU.
+    assert record["size_vram"] == 0
+    assert (record["size"] > 0) == (ollama_server.info.line == "merged")  # type: ignore[union-attr]
     short, long = record["lengths"]
     for length, requested in ((short, 16), (long, 48)):
         assert length["prompt_tokens_requested"] == requested
         for run in length["runs"]:
-            # The whole prompt is evaluated every run (no prompt-cache reuse): its words and BOS.
-            assert requested <= run["prompt_tokens"] <= requested + 2, run
+            # The whole prompt is evaluated every run (no prompt-cache reuse): its words, BOS,
+            # and the opening word, which the tiny tokenizer may cut into a few pieces.
+            assert requested <= run["prompt_tokens"] <= requested + 6, run
             assert 1 <= run["generated_tokens"] <= 8 and run["generation_s"] > 0
             assert run["first_token_s"] > 0
         rates = [r["generated_tokens"] / r["generation_s"] for r in length["runs"]]
@@ -143,7 +147,7 @@ def test_sweep_restarts_only_its_own_servers(layers_line_server: OllamaServe, tm
                                                      "options": {"num_predict": 1}}, timeout=120).raise_for_status()
     result = ollamads("bench", name, "--sweep", "--host", serve.url, "--json", "--runs", "1",
                       "--prompt", "16", "--generate", "4", "--ollama", serve.binary,
-                      env={"OLLAMADS_HOME": os.environ["OLLAMADS_HOME"]})
+                      "--models", str(serve.models_dir), env={"OLLAMADS_HOME": os.environ["OLLAMADS_HOME"]})
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     factors = [p["factor"] for p in record["points"]]
@@ -167,7 +171,7 @@ def test_sweep_restarts_only_its_own_servers(layers_line_server: OllamaServe, tm
 def test_sweep_refuses_another_release(layers_line_server: OllamaServe, tmp_path: Path) -> None:
     name = register_tiny(layers_line_server, tmp_path)
     result = ollamads("bench", name, "--sweep", "--host", layers_line_server.url,
-                      "--ollama", ollama_binary("merged"), env={"OLLAMADS_HOME": os.environ["OLLAMADS_HOME"]})
+                      "--ollama", ollama_binary("merged"), "--models", str(layers_line_server.models_dir), env={"OLLAMADS_HOME": os.environ["OLLAMADS_HOME"]})
     assert result.returncode == 1
     assert "pass --ollama with the binary of the running release" in result.stderr
     assert result.stderr.count("\n") == 1

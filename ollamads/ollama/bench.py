@@ -233,8 +233,8 @@ def result_record(result: BenchResult) -> dict[str, Any]:
                 "generation_tokens_per_s": rate(length.generation_tokens_per_s),
                 "first_token_s": rate(length.first_token_s),
                 "runs": [
-                    {"prompt_tokens": r.prompt_tokens, "prompt_s": round(r.prompt_s, 4),
-                     "generated_tokens": r.generated_tokens, "generation_s": round(r.generation_s, 4),
+                    {"prompt_tokens": r.prompt_tokens, "prompt_s": round(r.prompt_s, 6),
+                     "generated_tokens": r.generated_tokens, "generation_s": round(r.generation_s, 6),
                      "first_token_s": rate(r.first_token_s)}
                     for r in length.runs
                 ],
