@@ -174,13 +174,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", help="sides to run (llama.cpp, v0.24.0, ...)")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the model and the stores")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     work: Path = args.dir
     work.mkdir(parents=True, exist_ok=True)
     try:
         started = time.monotonic()
         model = write_model(work / "model")
+        print(f"threads: {THREADS}")
         print(f"model: {model} {model.stat().st_size / 1e9:.2f} GB ({time.monotonic() - started:.0f} s)", flush=True)
         estimates = {}
         for line in ("split", "merged"):

@@ -210,3 +210,17 @@ def test_a_gpu_with_too_little_free_memory_is_named(capsys: pytest.CaptureFixtur
     assert "NVIDIA GeForce RTX 4090 has 11.7 GiB free now" in note and "--vram 11.7G" in note
     fake_nvidia_smi("NVIDIA GeForce RTX 4090, 24564, 24000\n")
     assert not [n for n in plan_json(capsys, str(v3_file), "--ram", "128G")["notes"] if "free now" in n]
+
+
+def test_few_cpu_threads_set_the_cpus_time(v3_file: Path, ram_10gbs: None) -> None:
+    """With fast RAM and one thread the CPU's arithmetic is the limit; with many threads the RAM."""
+    from ollamads.plan.speed import CPU_BYTES_PER_S_PER_THREAD, Bandwidth
+
+    memory = local_source(v3_file).memory
+    fast = Bandwidth(100 * GB, "given")
+    one = estimate_speed(memory, Machine(256 << 30), 0, 0, ctx=4096, kv_type="q8_0", ram=fast, threads=1)
+    many = estimate_speed(memory, Machine(256 << 30), 0, 0, ctx=4096, kv_type="q8_0", ram=fast, threads=64)
+    assert one.cpu_compute_bound and not many.cpu_compute_bound
+    assert one.decode_tokens_per_s == pytest.approx(CPU_BYTES_PER_S_PER_THREAD / one.bytes_per_token)
+    assert many.decode_tokens_per_s == pytest.approx(100 * GB / many.bytes_per_token)
+    assert "1 thread(s)" in one.basis()

@@ -5,9 +5,11 @@ Generating one token reads every weight it uses once: attention (with the norms 
 dense FFNs, shared experts, ``n_expert_used`` of ``n_expert`` routed experts per MoE block, the
 output head; and the KV cache of every token so far. On a big MoE model that reading, not
 arithmetic, sets the speed, so the time per token is the sum over devices of
-``bytes on that device / its bandwidth`` (the devices take turns, layer by layer). This is an
-estimate: it leaves out compute, synchronisation and the PCIe hops between devices, and it is
-checked against measurement on this machine's CPU (README, "How fast").
+``bytes on that device / its bandwidth`` (the devices take turns, layer by layer). A CPU with
+few cores cannot keep up with its own RAM: its time is the longer of reading the bytes and its
+threads working through them (:data:`CPU_BYTES_PER_S_PER_THREAD`). This is an estimate: it
+leaves out synchronisation and the PCIe hops between devices, and it is checked against
+measurement on this machine's CPU (README, "How fast").
 
 Bandwidth: the RAM's is measured once on this machine by a short copy probe and remembered; a
 GPU's comes from :data:`GPU_BANDWIDTH` by the name ``nvidia-smi`` / ``rocm-smi`` give.
@@ -36,10 +38,11 @@ PROBE_BYTES = 64 << 20
 PROBE_COPIES = 6
 #: A copy reads and writes each byte once: the memory moved twice the buffer.
 COPY_TRAFFIC = 2
-#: What a token's reading achieves of the probe's bandwidth on the CPU. Fitted on this
-#: project's CPU measurements (README "How fast": llama.cpp, 2 threads, a 3.4 GB 256-expert
-#: model): decoding reached this share of the copy probe's figure.
-CPU_EFFICIENCY = 1.0
+#: Bytes of weights one CPU thread gets through per second while decoding (dequantizing and
+#: multiplying). On a machine with few cores this, not the RAM, sets the speed. Measured on
+#: this project's machine (README "How fast": llama.cpp, one thread, 38 tokens per CPU-second
+#: on a Q8_0 model reading 163 MB per token); the same thread did 4.9 GB/s on F16.
+CPU_BYTES_PER_S_PER_THREAD = 6.2e9
 #: Ollama <= 0.24's engine's decode speed on DeepSeek over llama.cpp's (llama-server), measured
 #: on the same model and settings (README "How fast").
 MERGED_ENGINE_SHARE = 0.6
@@ -89,6 +92,9 @@ class SpeedEstimate:
     prompt_tokens_per_s: float | None = None
     #: Below 1: the engine was measured to reach this share of llama.cpp's speed (<= 0.24).
     engine_share: float = 1.0
+    #: CPU threads assumed, and whether the CPU's arithmetic (not its RAM) sets its time.
+    threads: int = 1
+    cpu_compute_bound: bool = False
 
     @property
     def bytes_per_token(self) -> int:
@@ -102,6 +108,9 @@ class SpeedEstimate:
             bw = "bandwidth unknown" if d.bandwidth is None else (
                 f"{d.bandwidth.bytes_per_s / GB:.0f} GB/s, {d.bandwidth.source}")
             parts.append(f"{d.name} reads {d.bytes_per_token / 1e6:,.0f} MB/token ({bw})")
+        if self.cpu_compute_bound:
+            parts.append(f"the CPU's {self.threads} thread(s) at {CPU_BYTES_PER_S_PER_THREAD / GB:.1f} GB/s "
+                         "each are slower than its RAM and set its time")
         return "; ".join(parts)
 
 
@@ -186,10 +195,21 @@ def token_bytes(memory: ModelMemory, gpu_layers: int, cpu_moe_layers: int, n_dev
     return [int(w) for w in weights], kv
 
 
+def cpu_threads() -> int:
+    """What llama-server uses unless told: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def estimate_speed(memory: ModelMemory, machine: Machine, gpu_layers: int, cpu_moe_layers: int,
                    *, ctx: int, kv_type: str, engine: str = "llama.cpp",
-                   split: Sequence[float] = (), ram: Bandwidth | None = None) -> SpeedEstimate:
-    """Decode tokens/s of a placement (``-ngl gpu_layers``, ``--n-cpu-moe cpu_moe_layers``)."""
+                   split: Sequence[float] = (), ram: Bandwidth | None = None,
+                   threads: int | None = None) -> SpeedEstimate:
+    """Decode tokens/s of a placement (``-ngl gpu_layers``, ``--n-cpu-moe cpu_moe_layers``).
+    The CPU's time per token is the longer of reading its bytes and its threads working through
+    them."""
     gpus = machine.gpus
     # The KV cache of one layer per token of context (its padded size over its cells).
     per_token_kv = kv_layer_bytes(memory.shape, ctx, kv_type, engine=engine) / max(ctx, 1)
@@ -200,8 +220,11 @@ def estimate_speed(memory: ModelMemory, machine: Machine, gpu_layers: int, cpu_m
     # Unified memory (Apple): the GPU reads the same RAM.
     if machine.unified:
         bandwidths = [ram_bw for _ in gpus]
-    cpu_bw = Bandwidth(ram_bw.bytes_per_s * CPU_EFFICIENCY, ram_bw.source)
-    bandwidths.append(cpu_bw)
+    # The CPU's arithmetic as a bandwidth: what its threads get through.
+    n_threads = threads or cpu_threads()
+    compute = n_threads * CPU_BYTES_PER_S_PER_THREAD
+    bound = compute < ram_bw.bytes_per_s
+    bandwidths.append(Bandwidth(compute, f"{n_threads} thread(s) multiplying") if bound else ram_bw)
     names = [g.name for g in gpus] + [CPU]
     devices = tuple(DeviceSpeed(names[i], weights[i], kv[i], bandwidths[i]) for i in range(len(names)))
 
@@ -216,14 +239,17 @@ def estimate_speed(memory: ModelMemory, machine: Machine, gpu_layers: int, cpu_m
             seconds += read / d.bandwidth.bytes_per_s
         return 1 / seconds if seconds > 0 else None
 
-    return SpeedEstimate(devices, ctx, rate(0), rate(ctx))
+    return SpeedEstimate(devices, ctx, rate(0), rate(ctx), threads=n_threads,
+                         cpu_compute_bound=bound and weights[-1] > 0)
 
 
 __all__ = [
+    "CPU_BYTES_PER_S_PER_THREAD",
     "GPU_BANDWIDTH",
     "Bandwidth",
     "DeviceSpeed",
     "SpeedEstimate",
+    "cpu_threads",
     "estimate_speed",
     "gpu_bandwidth",
     "merged_engine_share",
