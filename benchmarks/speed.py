@@ -28,12 +28,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,9 +45,10 @@ from ollamads.gguf.deepseek2 import DeepSeek2Dims, TensorSlot
 from ollamads.gguf.format import GGMLQuantizationType as Q
 from ollamads.hardware import this_machine
 from ollamads.ollama.api import OllamaAPI
-from ollamads.ollama.bench import BenchSettings, prompt_text, run_bench
+from ollamads.ollama.bench import BenchSettings, prompt_text, request_options, run_bench, timed_request
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe, free_port
 from ollamads.plan.planner import plan_model
+from ollamads.plan.speed import estimate_speed, merged_engine_share
 from ollamads.tiny import tokenizer_vocab
 from tests.support.synthetic import spec_for, write_synthetic
 from tests.support.toolchain import executable, llama_cpp_tool
@@ -91,6 +94,21 @@ def uptime() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and every process under it."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
+
+
 # --- llama.cpp directly ----------------------------------------------------------------------
 
 
@@ -101,8 +119,9 @@ def http_json(url: str, body: dict | None = None, timeout: float = 600) -> dict:
         return json.loads(resp.read())
 
 
-def llama_runs(model: Path, log: Path, runs: int, first_run: int) -> list[tuple[float, float]]:
-    """(prompt tok/s, generation tok/s) of ``runs`` completions on a fresh llama-server."""
+def llama_runs(model: Path, log: Path, runs: int, first_run: int) -> tuple[list[tuple[float, float]], list[float]]:
+    """(prompt tok/s, generation tok/s) of ``runs`` completions on a fresh llama-server, and
+    generated tokens per CPU-second of generation-only requests."""
     port = free_port()
     argv = [str(llama_cpp_tool("llama-server")), "-m", str(model), "--host", "127.0.0.1",
             "--port", str(port), "-c", str(CTX), "-np", "1", "-t", str(THREADS), "-b", str(UBATCH),
@@ -135,7 +154,12 @@ def llama_runs(model: Path, log: Path, runs: int, first_run: int) -> list[tuple[
         for i in range(runs):
             t = complete(prompt_text(PROMPT, first_run + i), GENERATE)
             figures.append((t["prompt_n"] / t["prompt_ms"] * 1e3, t["predicted_n"] / t["predicted_ms"] * 1e3))
-        return figures
+        per_cpu = []
+        for i in range(runs):
+            before = tree_cpu(proc.pid)
+            t = complete(prompt_text(2, 500 + first_run + i), GENERATE)
+            per_cpu.append(t["predicted_n"] / (tree_cpu(proc.pid) - before))
+        return figures, per_cpu
     finally:
         stop_child(proc, timeout=15)
 
@@ -155,7 +179,7 @@ def register(binary: str, store: Path, model: Path, digest: str, log: Path) -> N
         serve.stop()
 
 
-def ollama_runs(binary: str, store: Path, log: Path, runs: int) -> tuple[list[tuple[float, float]], float | None]:
+def ollama_runs(binary: str, store: Path, log: Path, runs: int) -> tuple[list[tuple[float, float]], list[float], float | None]:
     serve = OllamaServe(store, binary=binary, env=dict(MODEL_ENVIRONMENT), log_path=log)
     serve.start()
     try:
@@ -163,7 +187,14 @@ def ollama_runs(binary: str, store: Path, log: Path, runs: int) -> tuple[list[tu
                                  options={"num_thread": THREADS, "num_ctx": CTX})
         result = run_bench(NAME, settings, host=serve.url)
         runs_ = [r for length in result.lengths for r in length.runs]
-        return [(r.prompt_tokens_per_s or 0.0, r.generation_tokens_per_s or 0.0) for r in runs_], result.load_s
+        api, per_cpu = OllamaAPI(serve.url), []
+        assert serve.process is not None
+        for i in range(runs):
+            before = tree_cpu(serve.process.pid)
+            timing = timed_request(api, NAME, prompt_text(2, 500 + i), request_options(settings))
+            per_cpu.append(timing.generated_tokens / (tree_cpu(serve.process.pid) - before))
+        figures = [(r.prompt_tokens_per_s or 0.0, r.generation_tokens_per_s or 0.0) for r in runs_]
+        return figures, per_cpu, result.load_s
     finally:
         serve.stop()
 
@@ -189,6 +220,12 @@ def main() -> None:
         estimates = {}
         for line in ("split", "merged"):
             result = plan_model(str(model), this_machine(), ctx=CTX, kv_type="q8_0", line=line)
+            # The same estimate for the threads the servers run with.
+            layout = result.plan.layout
+            estimate = estimate_speed(result.plan.memory, result.plan.machine, layout.offload.gpu_layers,
+                                      layout.offload.cpu_moe_layers, ctx=CTX, kv_type=layout.kv_type,
+                                      engine="ollama" if line == "merged" else "llama.cpp", threads=THREADS)
+            result = replace(result, speed=merged_engine_share(estimate) if line == "merged" else estimate)
             assert result.speed is not None
             estimates[line] = result.speed
             print(f"plan ({line}): {result.speed.decode_tokens_per_s:.1f} tok/s; {result.speed.basis()}", flush=True)
@@ -201,33 +238,38 @@ def main() -> None:
                          work / side / "serve.log")
                 print(f"registered on {side}", flush=True)
         figures: dict[str, list[tuple[float, float]]] = {s: [] for s in sides}
+        per_cpu: dict[str, list[float]] = {s: [] for s in sides}
         loads: dict[str, list[float]] = {s: [] for s in sides}
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}: load {uptime()}", flush=True)
             for side in sides:
                 if side == "llama.cpp":
-                    got = llama_runs(model, work / "llama-server.log", args.runs, 1 + round_no * args.runs)
+                    got, cpu = llama_runs(model, work / "llama-server.log", args.runs, 1 + round_no * args.runs)
                 else:
-                    got, load = ollama_runs(str(executable(LINES[side][0], side)), work / side / "models",
+                    got, cpu, load = ollama_runs(str(executable(LINES[side][0], side)), work / side / "models",
                                             work / side / "serve.log", args.runs)
                     if load:
                         loads[side].append(load)
                 figures[side] += got
-                print(f"  {side:9} prompt {[round(p, 1) for p, _ in got]} generation {[round(g, 1) for _, g in got]}",
-                      flush=True)
+                per_cpu[side] += cpu
+                print(f"  {side:9} prompt {[round(p, 1) for p, _ in got]} generation {[round(g, 1) for _, g in got]}"
+                      f" per CPU-s {[round(c, 1) for c in cpu]}", flush=True)
         print()
         base = figures.get("llama.cpp")
         base_gen = statistics.median(g for _, g in base) if base else None
         base_prompt = statistics.median(p for p, _ in base) if base else None
-        print("| side | prompt tok/s | generation tok/s | vs llama.cpp (prompt / generation) | plan's decode estimate | estimate / measured |")
-        print("|---|---|---|---|---|---|")
+        base_cpu = statistics.median(per_cpu["llama.cpp"]) if "llama.cpp" in per_cpu else None
+        print("| side | prompt tok/s | generation tok/s | vs llama.cpp (prompt / generation) | generation tokens per CPU-second | vs llama.cpp | plan's decode estimate | estimate / tokens per CPU-s |")
+        print("|---|---|---|---|---|---|---|---|")
         for side in sides:
             prompt = statistics.median(p for p, _ in figures[side])
             gen = statistics.median(g for _, g in figures[side])
             ratio = (f"{prompt / base_prompt:.2f} / {gen / base_gen:.2f}" if base_gen and base_prompt else "-")
             line = LINES[side][1] if side in LINES else "split"
             est = estimates[line].decode_tokens_per_s or 0.0
-            print(f"| {side} | {prompt:.1f} | {gen:.1f} | {ratio} | {est:.1f} | {est / gen:.2f} |")
+            cpu_rate = statistics.median(per_cpu[side])
+            cpu_ratio = f"{cpu_rate / base_cpu:.2f}" if base_cpu else "-"
+            print(f"| {side} | {prompt:.1f} | {gen:.1f} | {ratio} | {cpu_rate:.1f} | {cpu_ratio} | {est:.1f} | {est / cpu_rate:.2f} |")
         print(f"\n{len(figures[sides[0]])} runs per side in {args.rounds} rounds; load times (s): "
               + ", ".join(f"{s} {statistics.median(v):.1f}" for s, v in loads.items() if v))
     finally:
