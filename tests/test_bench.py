@@ -196,3 +196,18 @@ def test_serve_env_reaches_the_server(tmp_path: Path) -> None:
         assert started.stop(signal.SIGINT) == 130
     bad = ollamads("serve", "--env", "NOEQUALS", "--models", str(tmp_path / "s2"))
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+@pytest.mark.integration
+def test_doctor_tells_the_old_line_what_the_new_one_gives(merged_line_server: OllamaServe,
+                                                          layers_line_server: OllamaServe,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from ollamads.plan.speed import MERGED_ENGINE_SHARE
+
+    _, out, _ = run_cli(capsys, "doctor", "--json", "--host", merged_line_server.url)
+    (speed,) = [f for f in json.loads(out)["findings"] if f["check"] == "speed"]
+    assert speed["status"] == "info" and speed["details"]["engine_share"] == MERGED_ENGINE_SHARE
+    assert f"{MERGED_ENGINE_SHARE:.1f}x llama.cpp" in speed["summary"] and "no longer needed" in speed["summary"]
+    assert "upgrade Ollama to v0.30" in speed["fix"]
+    _, out, _ = run_cli(capsys, "doctor", "--json", "--host", layers_line_server.url)
+    assert not [f for f in json.loads(out)["findings"] if f["check"] == "speed"]
