@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 ModelArg = Annotated[str, typer.Argument(help="A registered model, e.g. deepseek-v3.1:tq1_0.")]
 PromptOpt = Annotated[
     list[int] | None,
-    typer.Option("--prompt", min=1, help="Prompt length in tokens (repeatable; default 128)."),
+    typer.Option("--prompt", min=1, help="Prompt length in tokens (repeatable; default 128, with --sweep 1536)."),
 ]
 GenerateOpt = Annotated[int, typer.Option("--generate", min=1, help="Tokens to generate per run.")]
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Runs per prompt length (medians).")]
@@ -133,7 +133,8 @@ def bench_command(
     from ollamads.ollama.bench import BenchSettings, result_record, run_bench
     from ollamads.ollama.modelfile import parse_parameters
 
-    settings = BenchSettings(prompt_tokens=tuple(prompt or (128,)), generate_tokens=generate,
+    # A sweep's prompt is longer than its largest micro-batch, so the micro-batch can matter.
+    settings = BenchSettings(prompt_tokens=tuple(prompt or ((1536,) if sweep else (128,))), generate_tokens=generate,
                              runs=runs, options=parse_parameters(parameter or []))
     settings.check()
     if sweep:

@@ -8,8 +8,9 @@ restarts that one when the environment changes, and stops it at the end. It only
 user's server to unload the model first, so two copies are never in memory at once.
 
 One factor at a time, in this order: threads (by generation speed), flash attention
-(generation), micro-batch (prompt speed), and with a GPU the blocks whose experts stay in RAM
-around the plan's value (generation).
+(generation), micro-batch (prompt speed: use a prompt longer than the largest micro-batch), and
+with a GPU the blocks whose experts stay in RAM around the plan's value (generation). A setting
+replaces the default only when it is :data:`MARGIN` faster.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ UBATCH_CHOICES = (128, 512, 1024)
 #: Ollama's own default num_batch.
 DEFAULT_NUM_BATCH = 512
 N_CPU_MOE = "LLAMA_ARG_N_CPU_MOE"
+#: A setting replaces the default only when it is this much faster: runs on a busy machine
+#: differ by more than a few percent, and a default needs no explaining.
+MARGIN = 1.05
 FLASH_ATTENTION = "OLLAMA_FLASH_ATTENTION"
 
 
@@ -183,10 +187,17 @@ def run_sweep(
             points.append(point)
             return point
 
-        def best_of(factor: str, candidates: list[Setting], key: Callable[[SweepPoint], float]) -> Setting:
+        def best_of(factor: str, candidates: list[Setting], key: Callable[[SweepPoint], float],
+                    default: Setting) -> Setting:
             tried = [measure(factor, c) for c in candidates]
             ok = [p for p in tried if p.result is not None]
-            return max(ok, key=key).setting if ok else candidates[0]
+            if not ok:
+                return default
+            fastest = max(ok, key=key)
+            base = next((p for p in ok if p.setting == default), None)
+            if base is not None and key(fastest) < MARGIN * key(base):
+                return default
+            return fastest.setting
 
         def generation(p: SweepPoint) -> float:
             return p.generation
@@ -195,21 +206,24 @@ def run_sweep(
             return p.prompt
 
         best = Setting()
-        best = best_of("threads", [best.with_options(num_thread=n) for n in threads or thread_choices()],
-                       generation)
+        choices = threads or thread_choices()
+        # llama-server's own default: every core (Ollama passes no -t unless num_thread is set).
+        best = best_of("threads", [best.with_options(num_thread=n) for n in choices], generation,
+                       best.with_options(num_thread=max(choices)))
         flash_off = best.with_env(**{FLASH_ATTENTION: "0", "OLLAMA_KV_CACHE_TYPE": "f16"})
         previous = next(p for p in points if p.setting == best)
         off = measure("flash attention", flash_off)
-        if off.result is not None and off.generation > previous.generation:
+        if off.result is not None and off.generation > MARGIN * previous.generation:
             best = flash_off
-        best = best_of("micro-batch", [best.with_options(num_batch=b) for b in UBATCH_CHOICES], prompt)
+        best = best_of("micro-batch", [best.with_options(num_batch=b) for b in UBATCH_CHOICES], prompt,
+                       best.with_options(num_batch=DEFAULT_NUM_BATCH))
         if cpu_moe_plan is not None:
             candidates = sorted({max(0, cpu_moe_plan + d) for d in (-1, 0, 1, 2)})
             best = best_of("experts in RAM", [best.with_env(**{N_CPU_MOE: str(k)}) for k in candidates],
-                           generation)
+                           generation, best.with_env(**{N_CPU_MOE: str(cpu_moe_plan)}))
     report(ProgressEvent("sweep", model, steps, steps, "done"))
-    if best.options.get("num_batch") == DEFAULT_NUM_BATCH:
-        best = replace(best, options={k: v for k, v in best.options.items() if k != "num_batch"})
+    defaults = {"num_batch": DEFAULT_NUM_BATCH, "num_thread": max(threads or thread_choices())}
+    best = replace(best, options={k: v for k, v in best.options.items() if defaults.get(k) != v})
     return SweepResult(model, info.version, tuple(points), best, tuple(notes))
 
 
