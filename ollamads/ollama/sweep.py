@@ -82,10 +82,13 @@ class SweepResult:
     points: tuple[SweepPoint, ...]
     best: Setting
     notes: tuple[str, ...] = ()
+    #: ``best`` as it was measured (with the defaults it leaves out spelled out).
+    measured: Setting | None = None
 
     def best_point(self) -> SweepPoint | None:
-        for point in self.points:
-            if point.setting == self.best and point.result is not None:
+        """The last measurement of the chosen settings (the last factor's point)."""
+        for point in reversed(self.points):
+            if point.setting == (self.measured or self.best) and point.result is not None:
                 return point
         return None
 
@@ -223,8 +226,8 @@ def run_sweep(
                            generation, best.with_env(**{N_CPU_MOE: str(cpu_moe_plan)}))
     report(ProgressEvent("sweep", model, steps, steps, "done"))
     defaults = {"num_batch": DEFAULT_NUM_BATCH, "num_thread": max(threads or thread_choices())}
-    best = replace(best, options={k: v for k, v in best.options.items() if defaults.get(k) != v})
-    return SweepResult(model, info.version, tuple(points), best, tuple(notes))
+    shown = replace(best, options={k: v for k, v in best.options.items() if defaults.get(k) != v})
+    return SweepResult(model, info.version, tuple(points), shown, tuple(notes), best)
 
 
 def record(result: SweepResult) -> dict[str, object]:
