@@ -309,6 +309,24 @@ def _open_webui_version(binary: Path) -> str | None:
     return out.splitlines()[-1].strip() if out else None
 
 
+def check_engine_speed(server: Any) -> list[Finding]:
+    """On the <= 0.24 line: what the newer line's engine gives, and what the upgrade costs."""
+    if server is None or server.line != "merged":
+        return []
+    from ollamads.plan.speed import MERGED_ENGINE_SHARE
+
+    return [Finding(
+        "speed", INFO,
+        f"Ollama {server.version} runs DeepSeek with its own engine: measured at "
+        f"{MERGED_ENGINE_SHARE:.1f}x llama.cpp's generation speed; Ollama >= 0.30 runs llama-server "
+        f"(about {1 / MERGED_ENGINE_SHARE:.1f}x faster) and takes split shards as they are, so the "
+        "merged copy (as large as the model) is no longer needed",
+        "upgrade Ollama to v0.30 or newer, then `ollamads create` the model again (no merge); "
+        "`ollamads bench MODEL` measures the difference",
+        {"engine_share": MERGED_ENGINE_SHARE},
+    )]
+
+
 # --- all of them ---------------------------------------------------------------------------
 
 
@@ -316,6 +334,7 @@ def run_checks(host: str | None = None) -> list[Finding]:
     server_findings, server = check_server(host)
     checks: list[Callable[[], list[Finding]]] = [
         lambda: check_kv_cache(server),
+        lambda: check_engine_speed(server),
         lambda: check_store(server),
         check_memory,
         check_llama_cpp,

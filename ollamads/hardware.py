@@ -139,14 +139,32 @@ def rocm_gpus() -> list[GPU]:
     except ValueError:
         return []
     gpus = []
+    names = _rocm_names() if isinstance(cards, dict) and cards else {}
     for card, info in sorted(cards.items()) if isinstance(cards, dict) else []:
         if not isinstance(info, dict):
             continue
         total = _byte_count(info.get("VRAM Total Memory (B)"))
         used = _byte_count(info.get("VRAM Total Used Memory (B)"))
         if total is not None:
-            gpus.append(GPU(f"AMD {card}", total, None if used is None else total - used, "rocm"))
+            free = None if used is None else total - used
+            gpus.append(GPU(names.get(card, f"AMD {card}"), total, free, "rocm"))
     return gpus
+
+
+def _rocm_names() -> dict[str, str]:
+    """Each card's product name (the speed estimate looks its bandwidth up by name)."""
+    out = _run(["rocm-smi", "--showproductname", "--json"])
+    try:
+        cards = json.loads(out) if out else {}
+    except ValueError:
+        return {}
+    names = {}
+    for card, info in cards.items() if isinstance(cards, dict) else []:
+        if isinstance(info, dict):
+            series = info.get("Card Series") or info.get("Card SKU")
+            if isinstance(series, str) and series.strip():
+                names[card] = series.strip()
+    return names
 
 
 def apple_gpu(ram: int) -> GPU | None:

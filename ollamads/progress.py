@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Phase = Literal["verify", "download", "merge", "place", "upload", "create", "write"]
+Phase = Literal["verify", "download", "merge", "place", "upload", "create", "write", "load", "bench",
+                "sweep"]
 
 
 @dataclass(frozen=True)

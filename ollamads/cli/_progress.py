@@ -127,3 +127,52 @@ def progress_display(console: Console | None = None) -> Iterator[Progress]:
     bars = _Bars(console)
     with bars.bars:
         yield bars
+
+
+class _Steps:
+    """Counted steps (benchmark runs), not bytes: a bar per item with ``done/total`` and state."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bars = Progress(
+            TextColumn("{task.fields[phase]:>8}"), TextColumn("{task.description}"),
+            BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[state]}"), console=console, transient=True,
+        )
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            key = (event.phase, event.item)
+            if key not in self.tasks:
+                self.tasks[key] = self.bars.add_task(event.item, total=event.total or None,
+                                                     phase=event.phase, state=event.state)
+            self.bars.update(self.tasks[key], completed=event.done, total=event.total or None,
+                             state=event.state)
+
+
+class _StepLines(_Lines):
+    """Off a terminal: one line per change of state, counted rather than in bytes."""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            key = (event.phase, event.item)
+            if event.state and self.states.get(key) != event.state:
+                self.states[key] = event.state
+                self.console.print(f"{event.phase}: {event.item} {event.state}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def steps_display(console: Console | None = None) -> Iterator[Progress]:
+    """Like :func:`progress_display`, for events that count steps (``bench``, ``sweep``)."""
+    from ollamads.cli._output import stderr_console
+
+    console = console or stderr_console()
+    if not console.is_terminal:
+        yield _StepLines(console)
+        return
+    steps = _Steps(console)
+    with steps.bars:
+        yield steps

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ollamads.cli import (
+    bench_commands,
     catalog_commands,
     chat_commands,
     gguf_commands,
@@ -52,6 +53,6 @@ def _options(
 # The order `ollamads --help` lists them in: the main path first.
 for module in (
     pipeline_commands, hub_commands, gguf_commands, ollama_commands, catalog_commands, plan_commands,
-    chat_commands, webui_commands, worker_commands,
+    bench_commands, chat_commands, webui_commands, worker_commands,
 ):
     module.register(app)

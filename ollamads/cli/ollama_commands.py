@@ -128,6 +128,12 @@ def serve(
     vram: VramOpt = None,
     ctx: CtxOpt = None,
     kv_type: KVTypeOpt = KVTypeChoice.q8_0,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", metavar="NAME=VALUE",
+                     help="Also set this in the server's environment, over the defaults and the "
+                          "plan's (repeatable; `ollamads bench --sweep` prints these)."),
+    ] = None,
 ) -> None:
     """Start `ollama serve` with the settings DeepSeek's big GGUFs want; Ctrl-C stops it.
 
@@ -150,6 +156,11 @@ def serve(
         planned, said = serve_plan(plan, ollama_binary, ram, vram, ctx, kv_type)
         for line in said:
             console.print(line, soft_wrap=True)
+    for item in env or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r}: write it as NAME=VALUE", param_hint="--env")
+        planned[name.strip()] = value
     settings = serve_settings(models, host, planned)
     if head is not None:
         settings = worker_commands.with_workers(settings, head)

@@ -132,6 +132,7 @@ def _render(result: "PlanResult", line_reason: str) -> str:
     out.append(f"  {'RAM':5} {_gb(cpu.total):>10} of {_gb(ram_budget(machine, request))} usable "
                f"(weights {_gb(cpu.weights)}, KV {_gb(cpu.kv)}, compute {_gb(cpu.compute)})")
     out.append(f"  placement: {layout.offload.describe(memory.shape.n_layer)}")
+    out += _speed_lines(result)
     spec = source.label if source.entry else str(source.model_path)
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.environment.items())
     out += ["", f"Ollama >= 0.30 ({_FIT_WORDS[plan.llama.fit]}): start the server with",
@@ -161,6 +162,30 @@ def _render(result: "PlanResult", line_reason: str) -> str:
             for f in result.family))
     out += [f"note: {note}" for note in plan.notes]
     return "\n".join(out)
+
+
+def _speed_lines(result: "PlanResult") -> list[str]:
+    speed = result.speed
+    if speed is None:
+        return []
+    if speed.decode_tokens_per_s is None:
+        return [f"  speed: not estimated ({speed.basis()}; set OLLAMADS_GPU_BANDWIDTH in GB/s)"]
+    lines = [f"  speed (estimate): about {speed.decode_tokens_per_s:.1f} tokens/s generating, "
+             f"{speed.decode_tokens_per_s_at_ctx or 0:.1f} with all {speed.ctx} tokens of context "
+             "in use; prompt speed not estimated (`ollamads bench` measures both)",
+             f"    from the bytes each token reads: {speed.basis()}"]
+    if speed.engine_share < 1:
+        lines.append(f"    times {speed.engine_share:.1f}: Ollama <= 0.24's own engine was measured at "
+                     "that share of llama.cpp's speed on DeepSeek")
+    if result.plan.machine.source == "given":
+        lines.append("    (the RAM's bandwidth is this machine's, not the given machine's)")
+    upgrade = result.upgrade_speed
+    if upgrade is not None and upgrade.decode_tokens_per_s:
+        lines.append(f"  on Ollama >= 0.30 (llama-server, {result.plan.llama.offload.describe(result.plan.memory.shape.n_layer)}): "
+                     f"about {upgrade.decode_tokens_per_s:.1f} tokens/s; the upgrade costs no disk: "
+                     f"the shards register as they are and the merged copy "
+                     f"({result.plan.memory.file_size / 1e9:.1f} GB) is no longer needed")
+    return lines
 
 
 def plan_command(

@@ -5,5 +5,7 @@
 * ``store``     finding the server's local store and placing blobs and manifests in it;
 * ``modelfile`` a model definition, rendered as a Modelfile and as a create request;
 * ``register``  blobs then model, through the store or the API;
-* ``serve``     starting ``ollama serve`` with the settings these models want.
+* ``serve``     starting ``ollama serve`` with the settings these models want;
+* ``bench``     timing a registered model from Ollama's own counters;
+* ``sweep``     trying the settings that change speed on servers of its own.
 """

@@ -1,4 +1,5 @@
-"""The one HTTP client for an Ollama server: version, blobs, create, show, tags, delete, render.
+"""The one HTTP client for an Ollama server: version, blobs, create, show, tags, delete, render,
+generate (for timing) and unload.
 
 Every URL that ollamads builds for Ollama is built here. Chat streaming goes through the
 ``ollama`` package (:mod:`ollamads.chat`); this class covers what that package lacks or does
@@ -223,6 +224,53 @@ class OllamaAPI:
         if response.status_code != 200:
             raise ServerError(f"Ollama could not {verb} {name}: {error_text(response)}", "check the server log")
         return response
+
+    def generate(self, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST /api/generate, streamed: each event as Ollama sends it; the last one (``done``)
+        carries its counters. Loading a model takes as long as it takes: no read timeout."""
+        name = body.get("model")
+        try:
+            with requests.post(
+                f"{self.url}/api/generate", json={**body, "stream": True}, stream=True,
+                timeout=(CONTROL_TIMEOUT_S, None),
+            ) as response:
+                if response.status_code == 404:
+                    raise ServerError(f"the Ollama server at {self.url} has no model {name}",
+                                      "see `ollama list`; register it with `ollamads create`")
+                if response.status_code != 200:
+                    raise ServerError(f"Ollama could not run {name}: {error_text(response)}",
+                                      "check the server log")
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if "error" in event:
+                        raise ServerError(f"Ollama could not run {name}: {event['error']}",
+                                          "check the server log")
+                    yield event
+        except requests.RequestException as exc:
+            raise _lost(self.url, exc) from exc
+
+    def unload(self, name: str) -> None:
+        """Ask the server to drop ``name`` from memory now (``keep_alive: 0``)."""
+        try:
+            response = requests.post(f"{self.url}/api/generate",
+                                     json={"model": name, "keep_alive": 0},
+                                     timeout=(CONTROL_TIMEOUT_S, None))
+        except requests.RequestException as exc:
+            raise _lost(self.url, exc) from exc
+        if response.status_code not in (200, 404):
+            raise ServerError(f"Ollama could not unload {name}: {error_text(response)}",
+                              "check the server log")
+
+    def loaded(self) -> list[dict[str, Any]]:
+        """The models in memory now (``/api/ps``)."""
+        try:
+            response = requests.get(f"{self.url}/api/ps", timeout=CONTROL_TIMEOUT_S)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise _lost(self.url, exc) from exc
+        return list(response.json().get("models") or [])
 
     def render(self, body: Mapping[str, Any]) -> str:
         """The prompt the server builds for a chat request (``_debug_render_only``)."""

@@ -6,7 +6,8 @@
 * ``recommend`` the offload that fits, and the settings for each way of running it;
 * ``sources``   the tensor table from local files or the Hub's headers (Range requests);
 * ``reference`` an estimate from the published size when no header was read;
-* ``family``    the largest quant of a model that fits.
+* ``family``    the largest quant of a model that fits;
+* ``speed``     decode tokens/s from the bytes each token reads and each device's bandwidth.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from ollamads.plan.family import QuantFit, family_fits, largest_fitting
 from ollamads.plan.memory import compute_bytes
 from ollamads.plan.recommend import SPEED, Layout, Plan, PlanRequest, make_plan
 from ollamads.plan.sources import ModelSource, resolve_source
+from ollamads.plan.speed import SpeedEstimate, estimate_speed, merged_engine_share
 
 #: Context when neither the user nor the catalog names one (the guides' examples use 16K).
 DEFAULT_CTX = 16384
@@ -20,6 +21,10 @@ class PlanResult:
     source: ModelSource
     plan: Plan
     family: tuple[QuantFit, ...] = ()
+    #: Decode speed of the plan's layout (an estimate from bytes read and bandwidth).
+    speed: SpeedEstimate | None = None
+    #: On the <= 0.24 line: the same model's estimate on Ollama >= 0.30 (llama-server).
+    upgrade_speed: SpeedEstimate | None = None
 
     @property
     def largest(self) -> QuantFit | None:
@@ -50,7 +55,47 @@ def plan_model(
     family: tuple[QuantFit, ...] = ()
     if source.entry is not None:
         family = tuple(family_fits(source.entry.model, machine, request, {source.entry.spec: source}))
-    return PlanResult(source, plan, family)
+    upgrade = None
+    if request.line == "merged":
+        llama = plan.llama
+        upgrade = estimate_speed(plan.memory, plan.machine, llama.offload.gpu_layers,
+                                 llama.offload.cpu_moe_layers, ctx=request.ctx, kv_type=llama.kv_type)
+    return PlanResult(source, plan, family, plan_speed(plan), upgrade)
+
+
+def plan_speed(plan: Plan) -> SpeedEstimate:
+    """The decode estimate for the layout of the plan's server line. The <= 0.24 line runs its
+    own engine: llama.cpp's estimate times the share of it that engine was measured to reach."""
+    layout, request = plan.layout, plan.request
+    estimate = estimate_speed(plan.memory, plan.machine, layout.offload.gpu_layers,
+                              layout.offload.cpu_moe_layers, ctx=request.ctx, kv_type=layout.kv_type,
+                              engine="ollama" if request.line == "merged" else "llama.cpp")
+    if request.line == "merged":
+        estimate = merged_engine_share(estimate)
+    return estimate
+
+
+def speed_record(speed: SpeedEstimate | None) -> dict[str, Any] | None:
+    if speed is None:
+        return None
+    def rate(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+    return {
+        "decode_tokens_per_s": rate(speed.decode_tokens_per_s),
+        "decode_tokens_per_s_at_ctx": rate(speed.decode_tokens_per_s_at_ctx),
+        "prompt_tokens_per_s": rate(speed.prompt_tokens_per_s),
+        "estimate": True,
+        "basis": speed.basis(),
+        "bytes_per_token": speed.bytes_per_token,
+        "devices": [
+            {"name": d.name, "bytes_per_token": d.bytes_per_token,
+             "kv_bytes_per_context_token": round(d.kv_bytes_per_context_token, 1),
+             "bandwidth": None if d.bandwidth is None else round(d.bandwidth.bytes_per_s),
+             "bandwidth_source": None if d.bandwidth is None else d.bandwidth.source}
+            for d in speed.devices
+        ],
+        "engine_share": speed.engine_share,
+    }
 
 
 # --- as data (``--json``) ----------------------------------------------------------------------
@@ -107,6 +152,10 @@ def result_record(result: PlanResult) -> dict[str, Any]:
                                               n_ubatch=plan.request.n_ubatch),
         },
         "fit": plan.fit,
+        "speed": speed_record(result.speed),
+        "upgrade_speed": speed_record(result.upgrade_speed),
+        "decode_tokens_per_s": None if result.speed is None else result.speed.decode_tokens_per_s,
+        "prompt_tokens_per_s": None if result.speed is None else result.speed.prompt_tokens_per_s,
         "llama_cpp": _layout_record(plan.llama),
         "ollama_merged_line": _layout_record(plan.merged),
         "environment": dict(plan.environment),
@@ -125,4 +174,5 @@ def result_record(result: PlanResult) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_CTX", "PlanResult", "default_ctx", "plan_model", "result_record"]
+__all__ = ["DEFAULT_CTX", "PlanResult", "default_ctx", "plan_model", "plan_speed", "result_record",
+           "speed_record"]

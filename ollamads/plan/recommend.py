@@ -354,6 +354,7 @@ def make_plan(
     if request.line == "merged" and request.kv_type != MERGED_LINE_KV:
         notes.append("Ollama <= 0.24 keeps DeepSeek's KV cache at f16 whatever "
                      "OLLAMA_KV_CACHE_TYPE says: the plan counts f16 for that line")
+    notes += free_memory_notes(llama, machine)
     if memory.source == "published size":
         notes.append("the tensor table was not read: bytes are estimated from the published "
                      "size; run `ollamads plan` with network access for exact figures")
@@ -364,6 +365,22 @@ def make_plan(
         llama_server=tuple(llama_server_command(llama, memory, request, model_path, sampling or {})),
         notes=tuple(notes),
     )
+
+
+def free_memory_notes(layout: Layout, machine: Machine) -> list[str]:
+    """A detected GPU with less free memory now than the plan puts on it. llama-server's fit,
+    which measures free memory at load time, gives up when LLAMA_ARG_N_CPU_MOE or
+    LLAMA_ARG_OVERRIDE_TENSOR is set, so such a load overruns the device and fails (measured
+    with a capped worker: tests/test_plan_fit.py)."""
+    notes = []
+    for gpu, load in zip(machine.gpus, layout.gpu_loads, strict=False):
+        if gpu.free is not None and load.total > gpu.free:
+            notes.append(
+                f"{gpu.name} has {gpu.free / GIB:.1f} GiB free now, and the plan puts "
+                f"{load.total / GIB:.1f} GiB there: with the experts variable set, llama-server "
+                f"does not shrink the layout (its fit gives up), so the load would fail; free the "
+                f"GPU, or plan for what is free with --vram {gpu.free / GIB:.1f}G")
+    return notes
 
 
 def better(fit_a: str, fit_b: str) -> bool:
@@ -392,6 +409,7 @@ __all__ = [
     "better",
     "check_request",
     "fits_machine",
+    "free_memory_notes",
     "gpu_budgets",
     "llama_layout",
     "make_plan",

@@ -201,9 +201,37 @@ def _write_finite(f: object, infos: list[TensorInfo]) -> None:
                 piece = noise[: min(left, len(noise))]
                 f.write(piece)  # type: ignore[attr-defined]
                 left -= len(piece)
+        elif info.ggml_type == Q.Q8_0:
+            _write_q8_0(f, n)
         else:
-            raise ValueError(f"finite data only for F32 and F16 tensors, not {Q(info.ggml_type).name}")
+            raise ValueError(f"finite data only for F32, F16 and Q8_0 tensors, not {Q(info.ggml_type).name}")
         f.write(bytes(align_up(n, ALIGNMENT) - n))  # type: ignore[attr-defined]
+
+
+_Q8_NOISE: list[bytes] = []
+#: Q8_0 blocks: an f16 scale, then 32 int8 values.
+_Q8_BLOCK = 34
+
+
+def _write_q8_0(f: object, n: int) -> None:
+    """``n`` bytes of Q8_0 blocks: random int8 values at a scale that gives values of about
+    +-0.06 (finite, like the F16 noise)."""
+    import numpy as np
+
+    if not _Q8_NOISE:
+        rng = np.random.default_rng(1)
+        blocks = (WRITE_CHUNK // _Q8_BLOCK)
+        data = np.empty((blocks, _Q8_BLOCK), dtype=np.uint8)
+        data[:, :2] = np.frombuffer(np.full(blocks, 0.0005, dtype=np.float16).tobytes(),
+                                    dtype=np.uint8).reshape(blocks, 2)
+        data[:, 2:] = rng.integers(-127, 128, size=(blocks, 32), dtype=np.int8).view(np.uint8)
+        _Q8_NOISE.append(data.tobytes())
+    noise = _Q8_NOISE[0]
+    left = n
+    while left:
+        piece = noise[: min(left, len(noise))]
+        f.write(piece)  # type: ignore[attr-defined]
+        left -= len(piece)
 
 
 def deepseek_v3_sparse(directory: Path, types: TypeChoice = unsloth_like_types, *, shards: int = 1,
