@@ -16,11 +16,19 @@ flash attention on, greedy, a 128-token prompt and 64 generated tokens.
   counters), requests with ``num_thread 2, num_ctx 4096``.
 * the plan: ``plan_model`` on the same file, this machine, context 4096, each line.
 
+Each side also runs generation-only requests (a 2-token prompt, 64 tokens) and counts the CPU
+seconds its processes used (llama-server; ``ollama serve`` and everything under it): generated
+tokens per CPU-second, which other people's load on a shared machine cannot move as it moves
+wall-clock time (with one thread; more threads also spend CPU waiting on each other).
+
 Rounds: every side runs in every round, in turn (each started, warmed up, timed ``--runs``
 times, stopped); the table gives the median over all rounds' runs, and the ratios are of those
 medians. ``uptime`` is printed before each round: re-run when other load is obvious.
 
-    .venv/bin/python benchmarks/speed.py [--dir /tmp/speed] [--rounds 3] [--runs 3] [--keep]
+    .venv/bin/python benchmarks/speed.py [--dir /tmp/speed] [--rounds 3] [--runs 3] [--threads 1]
+        [--only llama.cpp] [--f16] [--keep]
+
+The README's table: ``--threads 1``; its F16 check: ``--threads 1 --f16 --only llama.cpp``.
 """
 
 from __future__ import annotations
@@ -80,14 +88,22 @@ def moe_types(slot: TensorSlot) -> Q:
     return Q.Q8_0
 
 
-def write_model(directory: Path) -> Path:
-    path = directory / "speed-moe.gguf"
+def f16_types(slot: TensorSlot) -> Q:
+    return Q.F32 if len(slot.shape) == 1 else Q.F16
+
+
+def write_model(directory: Path, f16: bool = False) -> Path:
+    """The Q8_0 model, or (``f16``) its F16 variant with experts half as wide (3.7 GB)."""
+    name = "speed-moe-f16" if f16 else "speed-moe"
+    path = directory / f"{name}.gguf"
     if path.is_file():
         return path
-    dims = moe_dims()
-    spec = spec_for(dims, weight_type=Q.Q8_0, n_expert_used=8, n_expert_groups=8,
+    dims = replace(moe_dims(), n_ff_exp=256) if f16 else moe_dims()
+    weight = Q.F16 if f16 else Q.Q8_0
+    spec = spec_for(dims, weight_type=weight, n_expert_used=8, n_expert_groups=8,
                     n_expert_groups_used=4, context_length=CTX)
-    return write_synthetic(directory, "speed-moe", dims, moe_types, spec=spec, data="finite")[0]
+    return write_synthetic(directory, name, dims, f16_types if f16 else moe_types, spec=spec,
+                           data="finite")[0]
 
 
 def uptime() -> str:
@@ -206,6 +222,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", help="sides to run (llama.cpp, v0.24.0, ...)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--f16", action="store_true", help="the F16 variant of the model")
     parser.add_argument("--keep", action="store_true", help="keep the model and the stores")
     args = parser.parse_args()
     global THREADS
@@ -214,7 +231,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         started = time.monotonic()
-        model = write_model(work / "model")
+        model = write_model(work / "model", args.f16)
         print(f"threads: {THREADS}")
         print(f"model: {model} {model.stat().st_size / 1e9:.2f} GB ({time.monotonic() - started:.0f} s)", flush=True)
         estimates = {}

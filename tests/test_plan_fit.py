@@ -159,3 +159,34 @@ def test_a_plan_for_a_bigger_device(line: str, model: Path, tmp_path: Path, monk
         assert status == 200, log[-3000:]
         on_device, kv = device_bytes(log)
         assert 0.5 * small < on_device + kv < small
+
+
+def test_sweep_plans_the_experts_with_a_gpu(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --sweep` on a machine whose nvidia-smi answers sweeps LLAMA_ARG_N_CPU_MOE around
+    the plan for the registered model's own blob; without a GPU it sweeps none."""
+    from ollamads.cli.bench_commands import _planned_cpu_moe
+    from ollamads.hardware import this_machine
+    from ollamads.plan.planner import DEFAULT_CTX
+
+    serve = OllamaServe(tmp_path / "models", binary=ollama_binary("layers"), env={"HOME": str(tmp_path)},
+                        log_path=tmp_path / "serve.log")
+    serve.start()
+    try:
+        api = OllamaAPI(serve.url)
+        digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
+        api.push_blob(model, digest)
+        api.create({"model": NAME, "files": {model.name: digest}, "stream": True})
+    finally:
+        serve.stop()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 4090, 1331, 1331'\n")
+    (bindir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    memory = local_source(model).memory
+    ctx = min(DEFAULT_CTX, memory.shape.n_ctx_train)
+    expected = make_plan(memory, this_machine(), PlanRequest(ctx=ctx)).llama.offload.cpu_moe_layers
+    assert expected > 0  # 307 MiB usable on that GPU: some experts stay in RAM
+    assert _planned_cpu_moe(tmp_path / "models", NAME) == expected
+    (bindir / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")  # no GPU answers
+    assert _planned_cpu_moe(tmp_path / "models", NAME) is None
