@@ -179,10 +179,10 @@ def test_refused_token(capsys: pytest.CaptureFixture[str], hub: Callable[..., Hu
 
 def test_open_webui_missing_is_only_info(capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert component_path("OLLAMADS_OPEN_WEBUI")  # the toolchain's (asked of bash while PATH has it)
     monkeypatch.delenv("OLLAMADS_OPEN_WEBUI", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     from ollamads.doctor import check_open_webui
 
     (finding,) = check_open_webui()
     assert finding.status == "info" and finding.fix
-    assert component_path("OLLAMADS_OPEN_WEBUI")  # the toolchain's is what the first test found
