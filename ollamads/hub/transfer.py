@@ -59,7 +59,7 @@ HashMode = Literal["prefix", "after"]
 #: Chosen by measurement (benchmarks/download.py --sweep, README "Download speed"; measured with
 #: a stand-in that held each connection to 8 MB/s and had no shared link): doubling from 4 to 8
 #: to 16 connections gained 80% and 66%, then 32 and 64 only 25% and 16% more on this 2-core
-#: machine; 16 already carries 128 MB/s (a 1 Gbit/s link) at that rate, and filled 97-99% of a
+#: machine; 16 already carries 128 MB/s (a 1 Gbit/s link) at that rate, and kept 95-100% of a
 #: shared 100 MB/s link while bytes flowed. Faster links raise it with --connections /
 #: OLLAMADS_CONNECTIONS.
 DEFAULT_CONNECTIONS = 16
