@@ -93,19 +93,21 @@ class Side:
         return statistics.median(r.flowing for r in self.runs)
 
 
-def compare(stub: HubStub, work: Path, base: dict[str, str], rounds: int, only: str | None) -> dict[str, dict[str, Side]]:
+def compare(stub: HubStub, work: Path, base: dict[str, str], rounds: int, only: str | None,
+            with_hf: bool = True) -> dict[str, dict[str, Side]]:
     python = sys.executable
     hf = str(Path(python).with_name("hf"))
     results: dict[str, dict[str, Side]] = {}
     for label, spec, include in QUANTS:
         if only and label != only:
             continue
-        sides = {"hf download": Side([]), "ollamads pull": Side([])}
+        sides = {"hf download": Side([]), "ollamads pull": Side([])} if with_hf else {"ollamads pull": Side([])}
         for _ in range(rounds):
             hf_dir, home = work / "hf", work / "home"
-            sides["hf download"].runs.append(timed(
-                stub, [hf, "download", REPO, "--include", include, "--local-dir", str(hf_dir)], base))
-            shutil.rmtree(hf_dir)
+            if with_hf:
+                sides["hf download"].runs.append(timed(
+                    stub, [hf, "download", REPO, "--include", include, "--local-dir", str(hf_dir)], base))
+                shutil.rmtree(hf_dir)
             sides["ollamads pull"].runs.append(timed(
                 stub, [python, "-m", "ollamads", "pull", spec], {**base, "OLLAMADS_HOME": str(home)}))
             shutil.rmtree(home)
@@ -131,8 +133,9 @@ def report(title: str, results: dict[str, dict[str, Side]], size: int, link: flo
             each = " ".join(f"{r.seconds:.2f}" for r in side.runs)
             print(f"  {label:<9} {name:<14} {side.seconds:6.2f} s ({each})  {speed / MB:6.1f} MB/s"
                   f" = {speed / link:5.1%} of the link; while bytes flowed {size / side.flowing / link:5.1%}")
-        ratio = sides["hf download"].seconds / sides["ollamads pull"].seconds
-        print(f"  {label:<9} ollamads pull takes {1 / ratio:.2f}x the time of hf download")
+        if "hf download" in sides:
+            ratio = sides["hf download"].seconds / sides["ollamads pull"].seconds
+            print(f"  {label:<9} ollamads pull takes {1 / ratio:.2f}x the time of hf download")
     rss = [r.peak_rss for sides in results.values() for r in sides["ollamads pull"].runs]
     print(f"  ollamads pull peak RSS {min(rss) / MB:.0f}-{max(rss) / MB:.0f} MB\n")
 
@@ -144,8 +147,10 @@ def main() -> None:
     parser.add_argument("--per-connection", type=float, default=8.0, help="MB/s per connection in the first shape")
     parser.add_argument("--rtt", type=float, default=20.0, help="round-trip time, ms")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--shape", choices=("capped", "uncapped", "both"), default="both")
+    parser.add_argument("--shape", choices=("capped", "uncapped", "both", "none"), default="both",
+                        help="none: only --sweep and --hash-modes")
     parser.add_argument("--quant", choices=[q[0] for q in QUANTS], default=None, help="only this quant")
+    parser.add_argument("--no-hf", action="store_true", help="time ollamads pull alone")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--sweep", default="", help="also: the single file at these connection counts")
     parser.add_argument("--hash-modes", action="store_true",
@@ -168,11 +173,11 @@ def main() -> None:
         if args.shape in ("capped", "both"):
             stub.shape(link_rate=link, rate=args.per_connection * MB, rtt=args.rtt / 1000)
             report(f"each connection held to {args.per_connection:g} MB/s; {setting}",
-                   compare(stub, work, base, args.rounds, args.quant), size, link)
+                   compare(stub, work, base, args.rounds, args.quant, not args.no_hf), size, link)
         if args.shape in ("uncapped", "both"):
             stub.shape(link_rate=link, rate=None, rtt=args.rtt / 1000)
             report(f"one connection can fill the link; {setting}",
-                   compare(stub, work, base, args.rounds, args.quant), size, link)
+                   compare(stub, work, base, args.rounds, args.quant, not args.no_hf), size, link)
 
         if args.sweep:
             stub.shape(link_rate=link, rate=args.per_connection * MB, rtt=args.rtt / 1000)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -57,10 +58,12 @@ from ollamads.units import MIB, disk_full_error, format_bytes, is_disk_full
 
 HashMode = Literal["prefix", "after"]
 
-#: Chosen by measurement (benchmarks/download.py, README "Download speed"): with each connection
-#: held to 8 MB/s, doubling from 4 to 8 to 16 connections gained 80% and 66%, then 32 and 64 only
-#: 25% and 16% more on this 2-core machine; 16 already carries 128 MB/s (a 1 Gbit/s link) at that
-#: rate. Faster links raise it with --connections / OLLAMADS_CONNECTIONS.
+#: Chosen by measurement (benchmarks/download.py --sweep, README "Download speed"; measured with
+#: a stand-in that held each connection to 8 MB/s and had no shared link): doubling from 4 to 8
+#: to 16 connections gained 80% and 66%, then 32 and 64 only 25% and 16% more on this 2-core
+#: machine; 16 already carries 128 MB/s (a 1 Gbit/s link) at that rate, and kept 95-100% of a
+#: shared 100 MB/s link while bytes flowed. Faster links raise it with --connections /
+#: OLLAMADS_CONNECTIONS.
 DEFAULT_CONNECTIONS = 16
 CONNECTIONS_ENV = "OLLAMADS_CONNECTIONS"
 MAX_CONNECTIONS = 64
@@ -178,6 +181,8 @@ class Downloader:
         self._wake = threading.Condition(self._lock)
         self._report_lock = threading.Lock()
         self._last_report: dict[str, float] = {}
+        #: Verified files on their way to their final names (None: no more).
+        self._verified: queue.Queue[_Target | None] = queue.Queue()
 
     # --- the whole pull -----------------------------------------------------------------------
 
@@ -195,17 +200,19 @@ class Downloader:
                 for n in range(min(self.connections, len(self._jobs)))
             ]
             hasher = threading.Thread(target=self._hash_all, name="ollamads-hash", daemon=True)
-            for thread in [*workers, hasher]:
+            publisher = threading.Thread(target=self._publish_all, name="ollamads-publish", daemon=True)
+            threads = [*workers, hasher, publisher]
+            for thread in threads:
                 thread.start()
             try:
-                for thread in [*workers, hasher]:
+                for thread in threads:
                     while thread.is_alive():
                         thread.join(0.2)
             except BaseException:
                 self.stop.set()  # Ctrl-C: every range keeps what it has for the next run
                 with self._wake:
                     self._wake.notify_all()
-                for thread in [*workers, hasher]:
+                for thread in threads:
                     thread.join()
                 raise
             if self._error is not None:
@@ -352,11 +359,24 @@ class Downloader:
     # --- hashing and finishing, in file order --------------------------------------------------
 
     def _hash_all(self) -> None:
+        """Hash the files in order; each verified one goes to the publisher, so its fsync does
+        not hold up the hashing of the next (measured: 0.4-0.5 s per shard at the end of a
+        6-shard pull, benchmarks/download.py)."""
         try:
             for target in self.targets:
                 if not self._hash(target):
                     return
-                self._finish(target)
+                self._verify(target)
+                self._verified.put(target)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._verified.put(None)
+
+    def _publish_all(self) -> None:
+        try:
+            while (target := self._verified.get()) is not None:
+                self._publish(target)
         except BaseException as exc:
             self._fail(exc)
 
@@ -389,7 +409,7 @@ class Downloader:
             pos += len(data)
         return pos - start
 
-    def _finish(self, target: _Target) -> None:
+    def _verify(self, target: _Target) -> None:
         got = digest_of(target.file, target.hasher.hexdigest())
         if got != target.file.digest:
             os.close(target.fd)
@@ -401,6 +421,9 @@ class Downloader:
                 f"the Hub lists {target.file.digest[:19]}…); deleted it",
                 "re-run the same command to download it again",
             )
+
+    def _publish(self, target: _Target) -> None:
+        """A verified file under its final name, once its bytes are on disk."""
         os.fsync(target.fd)  # the rename must not publish bytes still only in the page cache
         os.close(target.fd)
         target.fd = -1
