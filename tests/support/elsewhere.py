@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import requests
 
 from ollamads.children import log_tail, stop_child
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, free_port
+from tests.support.toolchain import cannot_run
 
 #: The user a foreign server runs as: nobody (uid 65534), as a service user would.
 FOREIGN_UID = 65534
@@ -55,10 +55,7 @@ def server_started_elsewhere(binary: str | Path, *, foreign_user: bool = False,
     """A running ``ollama serve`` on a free port with its own store, started outside ollamads
     (with ``foreign_user``, as ``nobody``, which needs root)."""
     if foreign_user and os.geteuid() != 0:
-        message = "a server of another user needs root to start"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        cannot_run("a server of another user needs root to start")
     root = Path(tempfile.mkdtemp(prefix="ollamads-elsewhere-", dir="/tmp"))
     try:
         os.chmod(root, 0o755)
