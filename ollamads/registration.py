@@ -99,6 +99,8 @@ class RegistrationResult:
     created: bool
     #: Further names on the same blobs (a V3.1 model's thinking name), made after ``name``.
     companions: tuple[str, ...] = ()
+    #: The blob digest of each file given to ``/api/create``, by file name.
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 def describe_route(route: Route, server: ServerInfo) -> str:
@@ -330,6 +332,11 @@ def register_files(
     companions = create_companions(api, definition, lambda s: report(f"ollama: {s}"))
     for name in companions:
         report(f"{name}: the same blobs, thinking by default")
+    if plan.route == "place":
+        # Each /api/create above set the times of the blobs, which the downloads share.
+        for path in definition.files:
+            if path.name in result.digests:
+                keep_verified_after_touch(path, result.digests[path.name])
     return replace(result, companions=companions)
 
 
@@ -420,14 +427,12 @@ def _register_model(
     created = not _is_registered(api, server, definition.name, request)
     if created:
         api.create(request, on_status=lambda s: report(f"ollama: {s}"))
-        if plan.route == "place":
-            for path in definition.files:
-                keep_verified_after_touch(path, digests[path.name])
         check_registered(api, plan, definition.name, [digests[p.name] for p in definition.files])
         write_record(_registration_record(server, definition.name), {"request": request})
     else:
         report(f"{definition.name} is already registered from these files")
-    return RegistrationResult(definition.name, plan.route, placements, uploaded, written, created)
+    return RegistrationResult(definition.name, plan.route, placements, uploaded, written, created,
+                              digests=digests)
 
 
 def expected_model_layers(server: ServerInfo, sources: Sequence[str]) -> list[str] | int:

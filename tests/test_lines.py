@@ -376,3 +376,39 @@ def test_create_names_a_store_it_cannot_place_into_before_downloading(
         assert note < verified and lines[note].endswith(f"[served {served_before}]")
         assert result.bytes_uploaded == sum(len(b) for b in stub.repos[entry.repo].values())
         assert OllamaAPI(server.url).show(result.name) is not None
+
+
+def test_a_verified_download_is_never_read_again_to_register_it(
+    layers_line_server: OllamaServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Hub's sha256 is the blob digest: `register` of files `pull` verified reads none of
+    them, also after Ollama has set the times of their hard-linked blobs (create, and the
+    thinking name's create) and the model was removed and registered again."""
+    from ollamads import registration
+    from ollamads.hub.listing import RemoteFile
+    from ollamads.hub.records import remember_verified
+    from ollamads.paths import local_path
+
+    info = layers_line_server.info
+    assert info is not None
+    repo = "unsloth/DeepSeek-V3.1-GGUF"
+    made = write_tiny_shards(tmp_path, "v3.1", n_shards=2, seed=43)
+    shards = []
+    for source in made:
+        local = local_path(repo, f"UD-TQ1_0/{source.name}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(local)
+        digest = _sha256(local)
+        remember_verified(repo, RemoteFile(f"UD-TQ1_0/{local.name}", local.stat().st_size,
+                                           digest.split(":")[1], "0" * 40), local)
+        shards.append(local)
+    monkeypatch.setattr(registration, "sha256_file", lambda *a, **k: pytest.fail("a verified file was hashed"))
+    api = OllamaAPI(layers_line_server.url)
+    store = StoreCheck(LocalStore(layers_line_server.models_dir), "the test's")
+    for _ in range(2):
+        definition = ModelDefinition.for_family("verified:test", get_family("v3.1"), shards, server=info,
+                                                parameters=TINY)
+        result = register_files(plan_registration(info, shards, store_check=store), definition)
+        assert result.created and result.route == "place"
+        assert result.digests == {p.name: _sha256(p) for p in shards}
+        assert api.delete("verified:test-think") and api.delete("verified:test")
