@@ -196,9 +196,19 @@ def pull_shards(work: Path, home: Path, n_shards: int, layers: int) -> list[Path
     return [home / "models" / entry.repo / path for path in sorted(stub.repos[entry.repo])]
 
 
-def run_unverified(server: OllamaServe, shards: list[Path], work: Path) -> Measured:
+def unverified_copies(shards: list[Path], work: Path) -> list[Path]:
+    """Copies of the shards that no ollamads home has a record of. Copies, not links: placing
+    a file lets Ollama set its times, which would make the downloads' records stale."""
+    folder = work / "unverified"
+    folder.mkdir()
+    for shard in shards:
+        shutil.copyfile(shard, folder / shard.name)
+    return [folder / shard.name for shard in shards]
+
+
+def run_unverified(server: OllamaServe, copies: list[Path], work: Path) -> Measured:
     """``ollamads register`` of files it has no record of verifying: it hashes each one."""
-    return run_ollamads(server, shards, work, work / "home-unverified", store_known=True)[0]
+    return run_ollamads(server, copies, work, work / "home-unverified", store_known=True)[0]
 
 
 def main() -> None:
@@ -217,6 +227,7 @@ def main() -> None:
         # The servers record themselves in another home: ollamads' runs see no serve record.
         os.environ["OLLAMADS_HOME"] = str(work / "serve-home")
         shards = pull_shards(work, home, args.shards, args.layers)
+        copies = unverified_copies(shards, work)
         size = sum(p.stat().st_size for p in shards)
         print(f"{args.repeats} rounds per line, each pipeline once per round in turn; medians")
         wanted = {f"OLLAMADS_OLLAMA_{name}" for name in args.lines.split(",")}
@@ -237,7 +248,7 @@ def main() -> None:
                         ours, peak = run_ollamads(server, shards, work, home, store_known=known)
                         runs.setdefault(key, []).append(ours)
                         rss = max(rss, peak)
-                    runs.setdefault("unverified", []).append(run_unverified(server, shards, work))
+                    runs.setdefault("unverified", []).append(run_unverified(server, copies, work))
                     if info.gguf_handling == "rewrite":
                         fallback, written = run_fallback(server, shards, work, work / "home2")
                         runs.setdefault("fallback", []).append(fallback)
