@@ -34,7 +34,7 @@ from ollamads.errors import (
     ShardSetError,
     ToolNotFoundError,
 )
-from ollamads.fileio import Copier, TrailingHasher, atomic_output, write_all
+from ollamads.fileio import Copier, TrailingHasher, atomic_output
 from ollamads.gguf.format import (
     GGUF_DEFAULT_ALIGNMENT,
     KEY_FILE_TYPE,
@@ -232,18 +232,15 @@ def write_merged(
     try:
         if progress:
             progress(0, layout.total_bytes)
-        write_all(fd, layout.header)
-        report(len(layout.header))
         copier = Copier(fd, report)
+        copier.write(layout.header)
         for path, spans in layout.pieces:
             src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 for offset, nbytes in spans:
                     copier.copy(src, offset, nbytes, functools.partial(
                         ShardSetError, f"{path.name} ended early while merging", "download it again"))
-                    pad = bytes(align_up(nbytes, layout.alignment) - nbytes)
-                    write_all(fd, pad)
-                    report(len(pad))
+                    copier.write(bytes(align_up(nbytes, layout.alignment) - nbytes))
             finally:
                 os.close(src)
         os.fsync(fd)  # a rename after this must not publish a file whose data is still cached
