@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ollamads.gguf.format import GGMLQuantizationType, GGUFWriter  # noqa: E402
-from ollamads.gguf.merge import find_llama_gguf_split, merge_builtin  # noqa: E402
-from ollamads.gguf.shards import open_shard_set  # noqa: E402
-from tests.support.toolchain import toolchain_env  # noqa: E402
+from ollamads.gguf.format import GGMLQuantizationType, GGUFWriter
+from ollamads.gguf.merge import find_llama_gguf_split, merge_builtin
+from ollamads.gguf.shards import open_shard_set
+from tests.support.toolchain import toolchain_env
 
 TENSOR_ROWS, TENSOR_COLS = 2560, 2048  # one F16 tensor = 10 MiB
 

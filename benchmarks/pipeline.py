@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -164,12 +165,13 @@ def _own_write_bytes() -> int:
     return 0
 
 
-def line_report(name: str, size: int, floor: Measured, rows: list[tuple[str, Measured]]) -> None:
+def line_report(name: str, size: int, floor: Measured, rows: list[tuple[str, Measured, list[Measured]]]) -> None:
     print(f"\n{name}: model {size / GB:.2f} GB")
-    print(f"  {'pipeline':<34} {'time':>8} {'vs cat':>7} {'written':>9} {'peak disk':>10}")
-    for label, m in [("cat (floor)", floor), *rows]:
-        print(f"  {label:<34} {m.seconds:7.2f}s {m.seconds / floor.seconds:6.2f}x "
-              f"{m.bytes_written / size:8.2f}x {m.peak_extra_disk / size:9.2f}x")
+    print(f"  {'pipeline':<36} {'time':>8} {'vs cat':>7} {'written':>9} {'peak disk':>10}  every run")
+    for label, m, every in rows:
+        print(f"  {label:<36} {m.seconds:7.2f}s {m.seconds / floor.seconds:6.2f}x "
+              f"{m.bytes_written / size:8.2f}x {m.peak_extra_disk / size:9.2f}x  "
+              + " ".join(f"{run.seconds:.2f}" for run in every))
 
 
 def _median(runs: list[Measured]) -> Measured:
@@ -211,6 +213,41 @@ def run_unverified(server: OllamaServe, copies: list[Path], work: Path) -> Measu
     return run_ollamads(server, copies, work, work / "home-unverified", store_known=True)[0]
 
 
+def measure_line(server: OllamaServe, shards: list[Path], copies: list[Path], work: Path, home: Path,
+                 gguf_split: str, repeats: int) -> tuple[dict[str, list[Measured]], int, int]:
+    """Every pipeline ``repeats`` times against one server: the runs by pipeline, ollamads'
+    peak RSS, and what ollamads itself wrote on the /api/create fallback."""
+    assert server.info is not None
+    runs: dict[str, list[Measured]] = {}
+    peaks = {"rss": 0, "own": 0}
+
+    def ours(key: str, known: bool) -> Measured:
+        measured, peak = run_ollamads(server, shards, work, home, store_known=known)
+        peaks["rss"] = max(peaks["rss"], peak)
+        return measured
+
+    def fallback() -> Measured:
+        measured, written = run_fallback(server, shards, work, work / "home2")
+        peaks["own"] = max(peaks["own"], written)
+        return measured
+
+    steps: list[tuple[str, Callable[[], Measured]]] = [
+        ("floor", lambda: run_floor(shards, work)),
+        ("guides", lambda: run_guides(server, shards, work, gguf_split)),
+        ("known", lambda: ours("known", True)),
+        ("elsewhere", lambda: ours("elsewhere", False)),
+        ("unverified", lambda: run_unverified(server, copies, work)),
+    ]
+    if server.info.gguf_handling == "rewrite":
+        steps.append(("fallback", fallback))
+    for round_no in range(repeats):
+        # Each round starts one step later, so no pipeline always follows the same one (a run
+        # after the guides' two writes of the model meets a disk still busy with them).
+        for key, step in steps[round_no:] + steps[:round_no]:
+            runs.setdefault(key, []).append(step())
+    return runs, peaks["rss"], peaks["own"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=7, help="model layers (7 gives ~2.5 GB)")
@@ -229,7 +266,7 @@ def main() -> None:
         shards = pull_shards(work, home, args.shards, args.layers)
         copies = unverified_copies(shards, work)
         size = sum(p.stat().st_size for p in shards)
-        print(f"{args.repeats} rounds per line, each pipeline once per round in turn; medians")
+        print(f"{args.repeats} rounds per line, each pipeline once per round, the order rotated; medians")
         wanted = {f"OLLAMADS_OLLAMA_{name}" for name in args.lines.split(",")}
         for variable, line in (entry for entry in LINES if entry[0] in wanted):
             models = work / f"models-{variable}"
@@ -238,28 +275,15 @@ def main() -> None:
             with server:
                 info = server.info
                 assert info is not None
-                runs: dict[str, list[Measured]] = {}
-                rss, own = 0, 0
-                for _ in range(args.repeats):
-                    runs.setdefault("floor", []).append(run_floor(shards, work))
-                    runs.setdefault("guides", []).append(
-                        run_guides(server, shards, work, tools["OLLAMADS_GGUF_SPLIT"]))
-                    for key, known in (("known", True), ("elsewhere", False)):
-                        ours, peak = run_ollamads(server, shards, work, home, store_known=known)
-                        runs.setdefault(key, []).append(ours)
-                        rss = max(rss, peak)
-                    runs.setdefault("unverified", []).append(run_unverified(server, copies, work))
-                    if info.gguf_handling == "rewrite":
-                        fallback, written = run_fallback(server, shards, work, work / "home2")
-                        runs.setdefault("fallback", []).append(fallback)
-                        own = max(own, written)
+                runs, rss, own = measure_line(server, shards, copies, work, home,
+                                              tools["OLLAMADS_GGUF_SPLIT"], args.repeats)
                 med = {k: _median(v) for k, v in runs.items()}
-                rows = [(f"guides ({info.version})", med["guides"]),
-                        ("ollamads register, store known", med["known"]),
-                        ("ollamads register, server elsewhere", med["elsewhere"]),
-                        ("ollamads register, unverified files", med["unverified"])]
-                if "fallback" in med:
-                    rows.append(("ollamads via /api/create (place)", med["fallback"]))
+                labels = {"floor": "cat (floor)", "guides": f"guides ({info.version})",
+                          "known": "ollamads register, store known",
+                          "elsewhere": "ollamads register, server elsewhere",
+                          "unverified": "ollamads register, unverified files",
+                          "fallback": "ollamads via /api/create (place)"}
+                rows = [(label, med[key], runs[key]) for key, label in labels.items() if key in med]
                 line_report(f"{line}, server {info.version}", size, med["floor"], rows)
                 for key in ("known", "elsewhere"):
                     speedup = med["guides"].seconds / med[key].seconds

@@ -31,20 +31,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ollamads.gguf.deepseek2 import DeepSeek2Dims, Role, TensorSlot  # noqa: E402
-from ollamads.gguf.format import GGMLQuantizationType as Q  # noqa: E402
-from ollamads.ollama.serve import free_port  # noqa: E402
-from ollamads.plan.memory import compute_bytes, kv_bytes, kv_layer_bytes  # noqa: E402
-from ollamads.plan.placement import Offload, device_loads  # noqa: E402
-from ollamads.plan.sources import local_source  # noqa: E402
-from ollamads.tiny import write_tiny_model  # noqa: E402
-from tests.support.llama_buffers import MIB, measure  # noqa: E402
-from tests.support.synthetic import (  # noqa: E402
+from ollamads.gguf.deepseek2 import DeepSeek2Dims, Role, TensorSlot
+from ollamads.gguf.format import GGMLQuantizationType as Q
+from ollamads.ollama.serve import free_port
+from ollamads.plan.memory import compute_bytes, kv_bytes, kv_layer_bytes
+from ollamads.plan.placement import Offload, device_loads
+from ollamads.plan.sources import local_source
+from ollamads.tiny import write_tiny_model
+from tests.support.llama_buffers import MIB, measure
+from tests.support.synthetic import (
     deepseek_v3_sparse,
     fitting,
     write_synthetic,
 )
-from tests.support.toolchain import built_llama_cpp_tool  # noqa: E402
+from tests.support.toolchain import built_llama_cpp_tool
 
 MID_DIMS = DeepSeek2Dims(
     n_layer=12, n_dense_lead=1, n_embd=2048, n_ff=8192, n_head=16, q_lora_rank=768,
