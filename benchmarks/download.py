@@ -196,7 +196,7 @@ def main() -> None:
                 home = work / f"home-{mode}"
                 code = (
                     "from ollamads.catalog import resolve; from ollamads.hub import pull; "
-                    "from ollamads.pipeline import plan_quant_pull; "
+                    "from ollamads.quant_pull import plan_quant_pull; "
                     f"pull(plan_quant_pull(resolve({SINGLE!r})), hash_mode={mode!r}, connections=16)"
                 )
                 run = timed(stub, [sys.executable, "-c", code], {**base, "OLLAMADS_HOME": str(home)})

@@ -16,8 +16,8 @@ _LAZY = {
     # the pipeline
     "create": "ollamads.pipeline",
     "plan_create": "ollamads.pipeline",
-    "pull": "ollamads.pipeline:pull_quant",
-    "plan_pull": "ollamads.pipeline:plan_quant_pull",
+    "pull": "ollamads.quant_pull:pull_quant",
+    "plan_pull": "ollamads.quant_pull:plan_quant_pull",
     "CreatePlan": "ollamads.pipeline",
     "CreateResult": "ollamads.pipeline",
     # the catalog

@@ -23,8 +23,8 @@ from ollamads.errors import BusyError, ChecksumError, HubError, InsufficientSpac
 from ollamads.hub import records, transfer
 from ollamads.hub.records import part_have
 from ollamads.paths import local_path, models_dir, ollamads_home, repo_dir
-from ollamads.pipeline import plan_quant_pull as plan_pull
-from ollamads.pipeline import pull_quant as pull
+from ollamads.quant_pull import plan_quant_pull as plan_pull
+from ollamads.quant_pull import pull_quant as pull
 from ollamads.progress import ProgressEvent
 from ollamads.tiny import write_tiny_shards
 from tests.support.hubstub import (
@@ -281,7 +281,7 @@ def test_killed_process_resumes(hub: Hub, terminus_files: dict[str, bytes]) -> N
     stub = hub({TERMINUS: terminus_files})
     stall = stub.stall_after(TERMINUS, TQ1, 40_000)
     code = (
-        "from ollamads.catalog import resolve; from ollamads.pipeline import pull_quant; "
+        "from ollamads.catalog import resolve; from ollamads.quant_pull import pull_quant; "
         "pull_quant(resolve('v3.1-terminus:TQ1_0'))"
     )
     child = subprocess.Popen(
@@ -647,7 +647,7 @@ def test_a_killed_parallel_pull_resumes_every_range_to_the_byte(
     size = len(terminus_files[TQ1])
     code = (
         "from ollamads.hub import transfer; transfer.MIN_CHUNK = 16 << 10\n"
-        "from ollamads.catalog import resolve; from ollamads.pipeline import pull_quant\n"
+        "from ollamads.catalog import resolve; from ollamads.quant_pull import pull_quant\n"
         "pull_quant(resolve('v3.1-terminus:TQ1_0'), connections=4)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))

@@ -54,7 +54,7 @@ def pull_command(
     """Download a model's GGUF files: many connections, resumable, sha256-verified."""
     from ollamads.catalog import resolve
     from ollamads.cli._progress import progress_display
-    from ollamads.pipeline import pull_quant
+    from ollamads.quant_pull import pull_quant
     from ollamads.units import format_bytes
 
     entry = resolve(model)

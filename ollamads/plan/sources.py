@@ -79,7 +79,7 @@ def _remembered_listing(entry: CatalogEntry) -> tuple[str, list[RemoteFile]] | N
 def hub_source(entry: CatalogEntry, *, revision: str | None = None) -> ModelSource:
     """The quant's tensor table: verified local files, cached headers, else Range requests."""
     from ollamads.hub.listing import repo_commit
-    from ollamads.pipeline import quant_files
+    from ollamads.quant_pull import quant_files
 
     try:
         commit = repo_commit(entry.repo, revision)

@@ -26,7 +26,8 @@ from ollamads.gguf.shards import open_shard_set
 from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.store import Placement
 from ollamads.paths import local_path, repo_dir
-from ollamads.pipeline import create, pull_quant
+from ollamads.pipeline import create
+from ollamads.quant_pull import pull_quant
 from ollamads.progress import ProgressEvent
 from ollamads.tiny import write_tiny_shards
 from ollamads.units import format_bytes

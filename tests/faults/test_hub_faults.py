@@ -22,7 +22,7 @@ from ollamads.hub import ranges, records, transfer
 from ollamads.hub.records import PartState
 from ollamads.ollama.serve import free_port
 from ollamads.paths import local_path
-from ollamads.pipeline import plan_quant_pull, pull_quant
+from ollamads.quant_pull import plan_quant_pull, pull_quant
 from ollamads.progress import ProgressEvent
 from tests.support.hubstub import HubStub
 from tests.support.synthetic import tiny_repo

@@ -36,7 +36,7 @@ from ollamads.ollama.modelfile import ModelDefinition, go_template
 from ollamads.ollama.serve import serve_settings
 from ollamads.ollama.store import LocalStore, ModelName
 from ollamads.paths import ollamads_home, repo_dir
-from ollamads.pipeline import pull_quant
+from ollamads.quant_pull import pull_quant
 from ollamads.tiny import write_tiny_model, write_tiny_shards
 from tests.support.cli import run_cli
 from tests.support.faults import FaultServer, one_line
