@@ -3,7 +3,6 @@ that never touches the server it was pointed at."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -20,7 +19,7 @@ from ollamads.ollama.serve import OllamaServe, free_port
 from ollamads.ollama.sweep import MARGIN, UBATCH_CHOICES, thread_choices
 from ollamads.tiny import write_tiny_model
 from tests.support.cli import run_cli
-from tests.support.servers import ollama_binary
+from tests.support.servers import ollama_binary, upload_model
 
 NAME = "bench-tiny:test"
 
@@ -29,9 +28,7 @@ def register_tiny(serve: OllamaServe, directory: Path) -> str:
     api = OllamaAPI(serve.url)
     if api.show(NAME) is None:
         model = write_tiny_model(directory / "tiny.gguf", "v3.1")
-        digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-        api.push_blob(model, digest)
-        api.create({"model": NAME, "files": {model.name: digest}, "stream": True})
+        upload_model(api, model, NAME)
     return NAME
 
 

@@ -3,7 +3,6 @@ toolchain's llama.cpp and Open WebUI, and a fake ``nvidia-smi`` (no GPU exists h
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -21,7 +20,7 @@ from ollamads.plan.memory import kv_bytes, model_memory
 from ollamads.tiny import write_tiny_model
 from tests.support.cli import run_cli
 from tests.support.hubstub import HubStub
-from tests.support.servers import ollama_binary
+from tests.support.servers import ollama_binary, upload_model
 from tests.support.toolchain import component_path, executable, llama_cpp_tool
 
 pytestmark = pytest.mark.integration
@@ -115,9 +114,7 @@ def test_quantized_cache_with_flash_attention_off_fails(
 
     model = small_q8_model(tmp_path / "m", "m")
     api = OllamaAPI(serve.url)
-    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-    api.push_blob(model, digest)
-    api.create({"model": "m:q", "files": {model.name: digest}, "stream": True})
+    upload_model(api, model, "m:q")
     answer = requests.post(f"{serve.url}/api/generate", json={"model": "m:q", "prompt": "hi"}, timeout=300)
     assert answer.status_code >= 400
     assert "quantized V cache requires flash_attn" in serve.log_tail(400)
@@ -134,9 +131,7 @@ def test_merged_line_keeps_deepseek_at_f16(capsys: pytest.CaptureFixture[str],
     # the plan's count for that line (K and V rows).
     model = write_tiny_model(tmp_path / "tiny.gguf")
     api = OllamaAPI(serve.url)
-    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-    api.push_blob(model, digest)
-    api.create({"model": "tiny:t", "files": {model.name: digest}, "stream": True})
+    upload_model(api, model, "tiny:t")
     answer = requests.post(f"{serve.url}/api/generate", timeout=300, json={
         "model": "tiny:t", "prompt": "hi", "options": {"num_predict": 1, "num_ctx": 4096}})
     assert answer.status_code == 200

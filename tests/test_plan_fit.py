@@ -17,7 +17,6 @@ llama-server's log:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from ollamads.plan.recommend import PlanRequest, _loads, make_plan
 from ollamads.plan.sources import local_source
 from ollamads.units import parse_size
 from tests.support.llama_buffers import MIB, parse_buffers
-from tests.support.servers import ollama_binary
+from tests.support.servers import ollama_binary, upload_model
 from tests.support.synthetic import uniform_types, write_synthetic
 from tests.support.toolchain import executable
 from tests.support.workers import WorkerProcess, running_worker
@@ -82,9 +81,7 @@ def load(line: str, model: Path, tmp_path: Path, env: dict[str, str]) -> tuple[i
     serve.start()
     try:
         api = OllamaAPI(serve.url)
-        digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-        api.push_blob(model, digest)
-        api.create({"model": NAME, "files": {model.name: digest}, "stream": True})
+        upload_model(api, model, NAME)
         response = requests.post(f"{serve.url}/api/generate", timeout=300, json={
             "model": NAME, "prompt": "hi", "stream": False, "options": {"num_predict": 4}})
         return response.status_code, serve.log_path.read_text(errors="replace")
@@ -173,9 +170,7 @@ def test_sweep_plans_the_experts_with_a_gpu(model: Path, tmp_path: Path, monkeyp
     serve.start()
     try:
         api = OllamaAPI(serve.url)
-        digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-        api.push_blob(model, digest)
-        api.create({"model": NAME, "files": {model.name: digest}, "stream": True})
+        upload_model(api, model, NAME)
     finally:
         serve.stop()
     bindir = tmp_path / "bin"

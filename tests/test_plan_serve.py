@@ -11,7 +11,6 @@ plan predicts; it cannot show the speed a real GPU would give.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -34,7 +33,7 @@ from ollamads.plan.placement import Offload
 from ollamads.plan.recommend import PlanRequest, _loads, make_plan
 from ollamads.plan.sources import local_source
 from tests.support.llama_buffers import MIB, parse_buffers
-from tests.support.servers import ollama_binary
+from tests.support.servers import ollama_binary, upload_model
 from tests.support.synthetic import small_q8_model
 from tests.support.toolchain import executable
 
@@ -125,10 +124,8 @@ def start(install: Path, tmp_path: Path, env: dict[str, str]) -> OllamaServe:
 def register_and_load(serve: OllamaServe, model: Path, options: dict | None = None) -> str:
     """Load the model once; the server log's part for this load."""
     api = OllamaAPI(serve.url)
-    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
     if api.show(NAME) is None:
-        api.push_blob(model, digest)
-        api.create({"model": NAME, "files": {model.name: digest}, "stream": True})
+        upload_model(api, model, NAME)
     before = serve.log_path.stat().st_size
     body = {"model": NAME, "prompt": "hi", "options": {"num_predict": 1, **(options or {})}}
     response = requests.post(f"{serve.url}/api/generate", json=body, timeout=300)

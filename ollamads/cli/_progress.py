@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -114,17 +114,23 @@ class _Lines:
                 )
 
 
-@contextlib.contextmanager
-def progress_display(console: Console | None = None) -> Iterator[Progress]:
+def progress_display(console: Console | None = None) -> contextlib.AbstractContextManager[Progress]:
     """A :data:`~ollamads.progress.Progress` callback that draws; bars vanish when done."""
+    return _display(console, _Bars, _Lines)
+
+
+@contextlib.contextmanager
+def _display(console: Console | None, bars_type: Callable[[Console], _Bars | _Steps],
+             lines_type: Callable[[Console], Progress]) -> Iterator[Progress]:
+    """Bars on a terminal (stderr's console unless given), lines elsewhere."""
     if console is None:
         from ollamads.cli._output import stderr_console
 
         console = stderr_console()
     if not console.is_terminal:
-        yield _Lines(console)
+        yield lines_type(console)
         return
-    bars = _Bars(console)
+    bars = bars_type(console)
     with bars.bars:
         yield bars
 
@@ -164,15 +170,6 @@ class _StepLines(_Lines):
                 self.console.print(f"{event.phase}: {event.item} {event.state}", soft_wrap=True)
 
 
-@contextlib.contextmanager
-def steps_display(console: Console | None = None) -> Iterator[Progress]:
+def steps_display(console: Console | None = None) -> contextlib.AbstractContextManager[Progress]:
     """Like :func:`progress_display`, for events that count steps (``bench``, ``sweep``)."""
-    from ollamads.cli._output import stderr_console
-
-    console = console or stderr_console()
-    if not console.is_terminal:
-        yield _StepLines(console)
-        return
-    steps = _Steps(console)
-    with steps.bars:
-        yield steps
+    return _display(console, _Steps, _StepLines)

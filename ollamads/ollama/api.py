@@ -202,8 +202,13 @@ class OllamaAPI:
         return value if isinstance(value, dict) else None
 
     def tags(self) -> list[dict[str, Any]]:
+        """The registered models (``/api/tags``)."""
+        return self._models("/api/tags")
+
+    def _models(self, path: str) -> list[dict[str, Any]]:
+        """The ``models`` list a GET of ``path`` answers with."""
         try:
-            response = requests.get(f"{self.url}/api/tags", timeout=CONTROL_TIMEOUT_S)
+            response = requests.get(f"{self.url}{path}", timeout=CONTROL_TIMEOUT_S)
             response.raise_for_status()
         except requests.RequestException as exc:
             raise _lost(self.url, exc) from exc
@@ -265,12 +270,7 @@ class OllamaAPI:
 
     def loaded(self) -> list[dict[str, Any]]:
         """The models in memory now (``/api/ps``)."""
-        try:
-            response = requests.get(f"{self.url}/api/ps", timeout=CONTROL_TIMEOUT_S)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            raise _lost(self.url, exc) from exc
-        return list(response.json().get("models") or [])
+        return self._models("/api/ps")
 
     def render(self, body: Mapping[str, Any]) -> str:
         """The prompt the server builds for a chat request (``_debug_render_only``)."""

@@ -11,10 +11,13 @@ The server log is attached to the report of every failing test that used the ser
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ollamads.ollama.api import OllamaAPI
 from ollamads.ollama.serve import MODEL_ENVIRONMENT, OllamaServe
 from tests.support.toolchain import executable
 
@@ -33,6 +36,15 @@ def ollama_binary(line: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def upload_model(api: OllamaAPI, model: Path, name: str) -> str:
+    """Register one GGUF as a client without the store does: upload it, then create ``name``
+    from it with nothing else (no template, no parameters). Returns the blob's digest."""
+    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
+    api.push_blob(model, digest)
+    api.create({"model": name, "files": {model.name: digest}, "stream": True})
+    return digest
+
+
 def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, OllamaServe]]:
     started: dict[str, OllamaServe] = {}
     yield started
@@ -94,4 +106,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.sections.append((f"ollama serve {version} log (last lines)", serve.log_tail(80)))
 
 
-__all__ = ["OLLAMA_LINES", "ollama_binary", "serve_line"]
+__all__ = ["OLLAMA_LINES", "ollama_binary", "serve_line", "upload_model"]
