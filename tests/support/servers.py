@@ -35,7 +35,6 @@ def ollama_binary(line: str) -> str:
     return str(executable(variable, what))
 
 
-@pytest.fixture(scope="session")
 def upload_model(api: OllamaAPI, model: Path, name: str) -> str:
     """Register one GGUF as a client without the store does: upload it, then create ``name``
     from it with nothing else (no template, no parameters). Returns the blob's digest."""
@@ -45,6 +44,7 @@ def upload_model(api: OllamaAPI, model: Path, name: str) -> str:
     return digest
 
 
+@pytest.fixture(scope="session")
 def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, OllamaServe]]:
     started: dict[str, OllamaServe] = {}
     yield started
