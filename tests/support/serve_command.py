@@ -18,6 +18,7 @@ from pathlib import Path
 from ollamads.ollama.api import answers
 from ollamads.ollama.serve import free_port
 from ollamads.ollama.versions import ServerInfo
+from tests.support.workers import signals_as_in_a_terminal
 
 START_TIMEOUT_S = 60.0
 
@@ -43,7 +44,7 @@ class ServeCommand:
             [sys.executable, "-m", "ollamads", "serve", "--models", str(self.models_dir),
              "--host", self.bind, "--ollama", self.binary, *self.args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-            env={**os.environ, "HOME": str(self.home)},
+            env={**os.environ, "HOME": str(self.home)}, preexec_fn=signals_as_in_a_terminal,
         )
         lines: list[str] = []
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -48,6 +48,15 @@ def ollamads_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ollamads", *args]
 
 
+def signals_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a command whose signal handling a test checks: SIGINT, SIGTERM and
+    SIGHUP at their defaults, as in a terminal, whatever the test run inherited (a background
+    job of a non-interactive shell ignores SIGINT, ``nohup`` ignores SIGHUP, and an ignored
+    signal stays ignored across exec)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @dataclass
 class Running:
     """A running ``ollamads`` command; ``lines`` is its stderr so far (read in the background)."""
@@ -100,7 +109,7 @@ def running(args: list[str], env: dict[str, str], timeout: float = 90) -> Iterat
     """``ollamads ARGS`` until it prints ``ready``; stopped with SIGTERM afterwards."""
     process = subprocess.Popen(
         ollamads_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, preexec_fn=signals_as_in_a_terminal,
     )
     started = Running(process, [])
     try:
