@@ -132,7 +132,11 @@ class Copier:
         self.dst_fd = dst_fd
         self.report = report
         self.use_copy_file_range = hasattr(os, "copy_file_range")
-        self.writeback = Writeback(dst_fd, os.lseek(dst_fd, 0, os.SEEK_CUR))
+        try:
+            self.writeback = Writeback(dst_fd, os.lseek(dst_fd, 0, os.SEEK_CUR))
+        except OSError:  # not seekable (a pipe): nothing to push
+            self.writeback = Writeback(dst_fd)
+            self.writeback.sync_range = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         write_all(self.dst_fd, data)
@@ -198,10 +202,10 @@ class Writeback:
             self.settled = end
 
     def _call(self, offset: int, nbytes: int, flags: int) -> bool:
-        if self.sync_range is None or self.sync_range(self.fd, offset, nbytes, flags) == 0:
-            return self.sync_range is not None
-        self.sync_range = None  # an optimisation only: the caller's fsync still flushes all
-        return False
+        """True while pushing works; a refusal turns it off (the caller's fsync still flushes all)."""
+        if self.sync_range is not None and self.sync_range(self.fd, offset, nbytes, flags) != 0:
+            self.sync_range = None
+        return self.sync_range is not None
 
 
 @functools.cache
