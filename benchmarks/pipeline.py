@@ -6,7 +6,9 @@ shards kept as layers), rounds in turn of:
 * ``cat``: ``cat shards > file`` then sync: the disk's floor for reading the model and writing
   it once;
 * the guides' pipeline: ``llama-gguf-split --merge`` + ``ollama create -f Modelfile`` on v0.24;
-  ``ollama create`` with one FROM per shard on v0.30+;
+  ``ollama create`` with one FROM per shard on v0.30+. Every command starts with a cold page
+  cache, the guides' second one too: at real sizes (131-481 GB, several times this machine's
+  RAM) nothing the merge wrote is still cached when ``ollama create`` reads it;
 * ``ollamads register`` with the server's store known (OLLAMA_MODELS exported, as under
   ``ollamads serve``): ``merge-into-store`` on v0.24, ``direct`` on v0.32.15, ``place`` on v0.34.4;
 * ``ollamads register`` with the server started elsewhere: its own OLLAMA_MODELS, not exported to
@@ -85,7 +87,8 @@ def run_floor(shards: list[Path], work: Path) -> Measured:
     return meter.result
 
 
-def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: str) -> Measured:
+def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: str, *,
+               warm_between_steps: bool = False) -> Measured:
     assert server.info is not None
     drop_caches()
     with DiskMeter(work) as meter:
@@ -96,6 +99,12 @@ def run_guides(server: OllamaServe, shards: list[Path], work: Path, gguf_split: 
             subprocess.run([gguf_split, "--merge", str(shards[0]), str(merged)], check=True,
                            capture_output=True)
             files = [merged]
+            # Each of the guides' commands starts cold, as at real sizes: a 131-481 GB merge
+            # is no longer in the page cache when `ollama create` reads it (twice: to hash it,
+            # then to upload it). This 2.5 GB one would be, and would hide those reads.
+            # --warm-between-steps keeps it, for a machine whose RAM holds the whole model.
+            if not warm_between_steps:
+                drop_caches()
         (files[0].parent / "Modelfile").write_text(modelfile(server, files))
         ollama_cli(server, "create", "guides:bench", "-f", "Modelfile", cwd=files[0].parent)
     ollama_cli(server, "rm", "guides:bench")
@@ -214,7 +223,8 @@ def run_unverified(server: OllamaServe, copies: list[Path], work: Path) -> Measu
 
 
 def measure_line(server: OllamaServe, shards: list[Path], copies: list[Path], work: Path, home: Path,
-                 gguf_split: str, repeats: int) -> tuple[dict[str, list[Measured]], int, int]:
+                 gguf_split: str, repeats: int, warm_between_steps: bool = False,
+                 ) -> tuple[dict[str, list[Measured]], int, int]:
     """Every pipeline ``repeats`` times against one server: the runs by pipeline, ollamads'
     peak RSS, and what ollamads itself wrote on the /api/create fallback."""
     assert server.info is not None
@@ -233,7 +243,8 @@ def measure_line(server: OllamaServe, shards: list[Path], copies: list[Path], wo
 
     steps: list[tuple[str, Callable[[], Measured]]] = [
         ("floor", lambda: run_floor(shards, work)),
-        ("guides", lambda: run_guides(server, shards, work, gguf_split)),
+        ("guides", lambda: run_guides(server, shards, work, gguf_split,
+                                      warm_between_steps=warm_between_steps)),
         ("known", lambda: ours("known", True)),
         ("elsewhere", lambda: ours("elsewhere", False)),
         ("unverified", lambda: run_unverified(server, copies, work)),
@@ -255,6 +266,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds per line; medians are reported")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="a folder on the disk to measure")
     parser.add_argument("--lines", default="OLD,NEW,NEWEST", help="which toolchain lines to run")
+    parser.add_argument("--warm-between-steps", action="store_true",
+                        help="leave the guides' merged file in the page cache for `ollama create` "
+                             "(only possible where RAM holds the whole model)")
     args = parser.parse_args()
     tools = toolchain_env()
     failed = []
@@ -276,7 +290,8 @@ def main() -> None:
                 info = server.info
                 assert info is not None
                 runs, rss, own = measure_line(server, shards, copies, work, home,
-                                              tools["OLLAMADS_GGUF_SPLIT"], args.repeats)
+                                              tools["OLLAMADS_GGUF_SPLIT"], args.repeats,
+                                              args.warm_between_steps)
                 med = {k: _median(v) for k, v in runs.items()}
                 labels = {"floor": "cat (floor)", "guides": f"guides ({info.version})",
                           "known": "ollamads register, store known",

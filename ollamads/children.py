@@ -12,8 +12,6 @@ a chance to forward anything (SIGKILL, a crash).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import signal
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from types import FrameType
 from typing import IO, Any, TypeVar
 
 from ollamads.errors import OllamadsError
+from ollamads.fileio import libc
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -37,10 +36,12 @@ def parent_death_preexec() -> Callable[[], None] | None:
     forks, so use it from the thread that lives as long as the child should."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    c_library = libc()
+    if c_library is None:
+        return None
 
     def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        c_library.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
     return preexec
 

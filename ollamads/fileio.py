@@ -209,22 +209,29 @@ class Writeback:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
+def libc() -> ctypes.CDLL | None:
+    """The C library, for the system calls Python's os module lacks; None where none loads.
+
+    Linux's glibc is tried by name first: ``ctypes.util.find_library`` runs ``ldconfig -p`` in
+    a subprocess, which costs every command that merely writes a file."""
+    for name in ("libc.so.6", ctypes.util.find_library("c")):
+        if name:
+            try:
+                return ctypes.CDLL(name, use_errno=True)
+            except OSError:
+                continue
+    return None
 
 
 def _fallocate() -> Callable[..., int] | None:
-    func = getattr(_libc(), "fallocate", None)
+    func = getattr(libc(), "fallocate", None)
     if func is not None:
         func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
     return func
 
 
 def _sync_file_range() -> SyncRange | None:
-    func = getattr(_libc(), "sync_file_range", None)
+    func = getattr(libc(), "sync_file_range", None)
     if func is not None:
         func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     return func

@@ -36,7 +36,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "progress": frozenset(),
     "_resources": frozenset(),
     "pins": frozenset(),
-    "children": frozenset({"errors"}),
     "toolchain": frozenset(),
     "tiny_tokenizer": frozenset(),
     "tiny_script": frozenset(),
@@ -45,6 +44,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "units": frozenset({"errors"}),
     "locking": frozenset({"errors"}),
     "fileio": frozenset({"errors", "units"}),
+    "children": frozenset({"errors", "fileio"}),
     "paths": frozenset({"errors", "fileio"}),
     "hardware": frozenset({"errors", "units"}),
     # the data every outside-system package may read
