@@ -124,8 +124,8 @@ def test_register_bad_parameter(tmp_path: Path, capsys: pytest.CaptureFixture[st
         (["merge", "a.gguf", "--bogus"], "No such option: --bogus"),
         (["register", "m:t", "a.gguf", "--template-mode", "jinja"], "'jinja' is not one of 'renderer', 'template'"),
         (["register", "m:t", "a.gguf", "--family", "r2"], "'r2' is not one of 'v3.1', 'r1', 'v3'"),
-        (["create", "r1:IQ1_S", "--connections", "0"], "greater than or equal to 1"),
-        (["pull", "r1:IQ1_S", "--connections", "many"], "should be a valid integer"),
+        (["create", "r1:IQ1_S", "--connections", "0"], "0 is not in the range 1<=x<=64"),
+        (["pull", "r1:IQ1_S", "--connections", "many"], "'many' is not a valid int"),
         (["no-such-command"], "No such command 'no-such-command'"),
     ],
 )
