@@ -28,7 +28,7 @@ ratios the targets are stated in. Needs root (to drop the page cache) and the to
 (``scripts/toolchain.sh``). The machine should be otherwise idle: the device counters see
 every writer.
 
-    .venv/bin/python benchmarks/pipeline.py [--layers 7] [--shards 4] [--repeats 3] [--dir /var/tmp]
+    .venv/bin/python benchmarks/pipeline.py [--layers 7] [--shards 4] [--repeats 5] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=7, help="model layers (7 gives ~2.5 GB)")
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per line; medians are reported")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per line; medians are reported")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="a folder on the disk to measure")
     parser.add_argument("--lines", default="OLD,NEW,NEWEST", help="which toolchain lines to run")
     parser.add_argument("--warm-between-steps", action="store_true",
