@@ -214,7 +214,8 @@ def libc() -> ctypes.CDLL | None:
 
     Linux's glibc is tried by name first: ``ctypes.util.find_library`` runs ``ldconfig -p`` in
     a subprocess, which costs every command that merely writes a file."""
-    for name in ("libc.so.6", ctypes.util.find_library("c")):
+    for find in (lambda: "libc.so.6", lambda: ctypes.util.find_library("c")):
+        name = find()
         if name:
             try:
                 return ctypes.CDLL(name, use_errno=True)

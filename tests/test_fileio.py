@@ -108,3 +108,20 @@ def test_trailing_hasher_matches_hashlib_and_holds_the_writer_back(tmp_path: Pat
     finally:
         os.close(fd)
     assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_libc_loads_by_name_without_find_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_library runs `ldconfig -p` in a subprocess; glibc loads by name without it."""
+    import ctypes.util
+
+    from ollamads import fileio
+
+    def refuse(name: str) -> str:
+        raise AssertionError(f"find_library({name!r}) was called")
+
+    monkeypatch.setattr(ctypes.util, "find_library", refuse)
+    fileio.libc.cache_clear()
+    try:
+        assert fileio.libc() is not None and hasattr(fileio.libc(), "sync_file_range")
+    finally:
+        fileio.libc.cache_clear()
